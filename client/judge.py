@@ -1,0 +1,131 @@
+"""A procedural judge for the shapes world: reads background, colour, shape and motion
+back from frames, using the world's own rules. numpy only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from cinetron.models.world import BACKGROUNDS, COLORS, SHAPES, TRAVEL_PX, shape_mask
+
+Frames = npt.NDArray[np.uint8]  # [F, H, W, 3]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    background: str
+    color: str
+    shape: str
+    motion: str
+
+    @property
+    def attributes(self) -> tuple[str, str, str, str]:
+        return (self.background, self.color, self.shape, self.motion)
+
+
+def _nearest(rgb: npt.NDArray[np.float64], palette: dict[str, tuple[int, int, int]]) -> str:
+    names = list(palette)
+    dists = [float(np.sum((rgb - np.array(palette[n], dtype=np.float64)) ** 2)) for n in names]
+    return names[int(np.argmin(dists))]
+
+
+def judge_background(frames: Frames) -> str:
+    border = np.concatenate(
+        [frames[:, 0], frames[:, -1], frames[:, :, 0], frames[:, :, -1]], axis=1
+    ).reshape(-1, 3)
+    return _nearest(np.median(border.astype(np.float64), axis=0), BACKGROUNDS)
+
+
+def object_masks(frames: Frames, background: str) -> npt.NDArray[np.bool_]:
+    """``[F, H, W]``: pixels far enough from the background colour to be the object."""
+    bg = np.array(BACKGROUNDS[background], dtype=np.float64)
+    dist = np.sqrt(np.sum((frames.astype(np.float64) - bg) ** 2, axis=-1))
+    return np.asarray(dist > 60.0)
+
+
+def _largest_component(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
+    """Keep the largest 4-connected blob, so specks of noise do not move the centroid."""
+    h, w = mask.shape
+    labels = np.zeros((h, w), dtype=np.int32)
+    best, best_size, label = 0, 0, 0
+    for sy, sx in zip(*np.nonzero(mask), strict=True):
+        if labels[sy, sx]:
+            continue
+        label += 1
+        stack, size = [(sy, sx)], 0
+        labels[sy, sx] = label
+        while stack:
+            y, x = stack.pop()
+            size += 1
+            for ny, nx in ((y - 1, x), (y + 1, x), (y, x - 1), (y, x + 1)):
+                if 0 <= ny < h and 0 <= nx < w and mask[ny, nx] and not labels[ny, nx]:
+                    labels[ny, nx] = label
+                    stack.append((ny, nx))
+        if size > best_size:
+            best, best_size = label, size
+    return np.asarray(labels == best) if best else mask
+
+
+def judge_color(frames: Frames, masks: npt.NDArray[np.bool_], background: str) -> str:
+    if not masks.any():
+        return "none"
+    pixels = frames[masks].astype(np.float64)
+    candidates = {n: c for n, c in COLORS.items() if c != BACKGROUNDS[background]}
+    return _nearest(np.median(pixels, axis=0), candidates)
+
+
+def judge_shape(mask: npt.NDArray[np.bool_]) -> str:
+    """Best intersection-over-union against each shape fitted to the blob's bounding box."""
+    ys, xs = np.nonzero(mask)
+    if len(xs) < 6:
+        return "none"
+    size = float(max(xs.max() - xs.min() + 1, ys.max() - ys.min() + 1))
+    x, y = (xs.max() + xs.min() + 1) / 2, (ys.max() + ys.min() + 1) / 2
+    h, w = mask.shape
+    ious = []
+    for shape in SHAPES:
+        template = shape_mask(shape, x, y, size, h, w)
+        ious.append(np.sum(template & mask) / max(1, np.sum(template | mask)))
+    return SHAPES[int(np.argmax(ious))]
+
+
+def judge_motion(masks: npt.NDArray[np.bool_]) -> str:
+    def centre_and_area(frame_masks: npt.NDArray[np.bool_]) -> tuple[float, float, float]:
+        cx, cy, area = [], [], []
+        for m in frame_masks:
+            ys, xs = np.nonzero(m)
+            if len(xs):
+                cx.append(xs.mean())
+                cy.append(ys.mean())
+                area.append(len(xs))
+        if not area:
+            return (np.nan, np.nan, 0.0)
+        return (float(np.mean(cx)), float(np.mean(cy)), float(np.mean(area)))
+
+    x0, y0, a0 = centre_and_area(masks[:3])
+    x1, y1, a1 = centre_and_area(masks[-3:])
+    if not (a0 and a1):
+        return "none"
+    dx, dy = x1 - x0, y1 - y0
+    if max(abs(dx), abs(dy)) > TRAVEL_PX / 3:
+        if abs(dx) >= abs(dy):
+            return "right" if dx > 0 else "left"
+        return "down" if dy > 0 else "up"
+    scale = np.sqrt(a1 / a0)
+    if scale > 1.25:
+        return "grows"
+    if scale < 0.8:
+        return "shrinks"
+    return "still"
+
+
+def judge(frames: Frames) -> Verdict:
+    """Classify a clip ``[F, H, W, 3]`` uint8 into the world's four attributes."""
+    background = judge_background(frames)
+    masks = np.stack([_largest_component(m) for m in object_masks(frames, background)])
+    shapes = [judge_shape(m) for m in masks if m.sum() >= 6]
+    shape = max(set(shapes), key=shapes.count) if shapes else "none"
+    return Verdict(background, judge_color(frames, masks, background), shape, judge_motion(masks))

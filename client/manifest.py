@@ -1,0 +1,67 @@
+"""``cinetron.json``: what the client needs to know about the served model family.
+
+The exporter writes it at the root of the model repository; nothing in ``client/``
+hard-codes the shapes model's sizes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class SchedulerDefaults:
+    name: str = "euler"
+    steps: int = 20
+    guidance: float = 5.0
+    shift: float = 1.0
+
+
+@dataclass(frozen=True)
+class ModelManifest:
+    family: str
+    version: str
+    latent_channels: int
+    latent_frames: int
+    latent_height: int
+    latent_width: int
+    frames: int
+    height: int
+    width: int
+    fps: int
+    text_length: int
+    text_dim: int
+    patch: tuple[int, int, int] = (1, 1, 1)
+    vae_scale: tuple[int, int, int] = (1, 1, 1)  # (temporal, height, width)
+    prediction: str = "flow_velocity"  # denoiser output: noise - data
+    negative_prompt: str = ""
+    max_denoiser_batch: int = 16
+    scheduler: SchedulerDefaults = field(default_factory=SchedulerDefaults)
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int, int]:
+        """``[C, T, H, W]`` of one sample's latents."""
+        return (self.latent_channels, self.latent_frames, self.latent_height, self.latent_width)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelManifest:
+        data = dict(data)
+        data["scheduler"] = SchedulerDefaults(**data.get("scheduler", {}))
+        for key in ("patch", "vae_scale"):
+            if key in data:
+                data[key] = tuple(data[key])
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    @classmethod
+    def load(cls, path: str | Path) -> ModelManifest:
+        path = Path(path)
+        if path.is_dir():
+            path = path / "cinetron.json"
+        return cls.from_dict(json.loads(path.read_text()))
