@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 from safetensors.torch import load_file
@@ -12,7 +13,10 @@ from cinetron.client.manifest import ModelManifest, SchedulerDefaults
 from cinetron.models.dit import DiTConfig, VideoDiT
 from cinetron.models.vae import VAEConfig, VideoAutoencoder
 
-DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
+# The committed weights; CINETRON_WEIGHTS points elsewhere (e.g. a fresh `make train`).
+DEFAULT_WEIGHTS = Path(
+    os.environ.get("CINETRON_WEIGHTS", Path(__file__).resolve().parent.parent / "weights")
+)
 
 
 def read_meta(weights: Path = DEFAULT_WEIGHTS) -> dict[str, object]:
