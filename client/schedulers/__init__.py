@@ -4,10 +4,16 @@ from __future__ import annotations
 
 from cinetron.client.errors import InvalidArgument
 from cinetron.client.schedulers.base import Scheduler, flow_sigmas
+from cinetron.client.schedulers.dpm import FlowMatchDPMSolverPP2M
 from cinetron.client.schedulers.euler import FlowMatchEuler
+from cinetron.client.schedulers.heun import FlowMatchHeun
+from cinetron.client.schedulers.unipc import FlowMatchUniPC
 
 SCHEDULERS: dict[str, type[Scheduler]] = {
     "euler": FlowMatchEuler,
+    "heun": FlowMatchHeun,
+    "dpmpp2m": FlowMatchDPMSolverPP2M,
+    "unipc": FlowMatchUniPC,
 }
 
 
@@ -21,4 +27,13 @@ def make_scheduler(name: str, shift: float = 1.0) -> Scheduler:
     return cls(shift=shift)
 
 
-__all__ = ["SCHEDULERS", "Scheduler", "flow_sigmas", "make_scheduler"]
+__all__ = [
+    "SCHEDULERS",
+    "FlowMatchDPMSolverPP2M",
+    "FlowMatchEuler",
+    "FlowMatchHeun",
+    "FlowMatchUniPC",
+    "Scheduler",
+    "flow_sigmas",
+    "make_scheduler",
+]

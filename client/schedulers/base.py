@@ -12,6 +12,7 @@ which scheduler it has.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 
@@ -28,8 +29,19 @@ def flow_sigmas(steps: int, shift: float = 1.0) -> npt.NDArray[np.float64]:
     return shift * sigmas / (1 + (shift - 1) * sigmas)
 
 
+def log_snr(sigma: float) -> float:
+    """``lambda = log(alpha / sigma)`` with ``alpha = 1 - sigma``; +inf at sigma 0."""
+    if sigma <= 0.0:
+        return math.inf
+    return math.log(1.0 - sigma) - math.log(sigma)
+
+
 class Scheduler(ABC):
     """Call ``set_timesteps`` once, then ``step`` for each index of ``timesteps``."""
+
+    # Multistep solvers work in log-SNR, which is -inf at sigma 1; they start a hair
+    # below it, as diffusers' UniPC does (the model sees timestep 999.999).
+    max_sigma: float = 1.0
 
     def __init__(self, shift: float = 1.0) -> None:
         self.shift = shift
@@ -37,9 +49,13 @@ class Scheduler(ABC):
         self.timesteps: list[float] = []
 
     def set_timesteps(self, steps: int) -> None:
-        self.sigmas = flow_sigmas(steps, self.shift)
+        self.sigmas = np.minimum(flow_sigmas(steps, self.shift), self.max_sigma)
         self.timesteps = [float(s * 1000.0) for s in self.sigmas[:-1]]
         self.reset()
+
+    @property
+    def steps(self) -> int:
+        return len(self.timesteps)
 
     def reset(self) -> None:  # noqa: B027 - optional hook
         """Clear per-generation state (multistep schedulers keep history)."""
