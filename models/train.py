@@ -49,6 +49,7 @@ class TrainConfig:
     ema: float = 0.999
     log_every: int = 50
     save_every_minutes: float = 5.0
+    resume: bool = False
 
 
 def to_unit(frames: np.ndarray) -> torch.Tensor:
@@ -150,9 +151,13 @@ def train_dit(
     rng = np.random.default_rng(cfg.seed + 2)
     dit_cfg = DiTConfig(width=cfg.dit_width, depth=cfg.dit_depth, text_dim=TEXT_DIM)
     model = VideoDiT(dit_cfg)
+    if cfg.resume:  # continue from the EMA weights of an earlier run
+        from cinetron.models.loading import load_dit
+
+        model.load_state_dict(load_dit(cfg.out).state_dict())
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.dit_lr, weight_decay=0.01)
-    warmup = 300
+    warmup = 50 if cfg.resume else 300
     n = len(latents)
     started = last_save = time.time()
     bar = tqdm(total=cfg.dit_steps, desc="dit", dynamic_ncols=True)
@@ -217,7 +222,11 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="cinetron train", description=__doc__)
     defaults = TrainConfig()
     for name, value in vars(defaults).items():
-        p.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
+        flag = f"--{name.replace('_', '-')}"
+        if isinstance(value, bool):
+            p.add_argument(flag, action="store_true")
+        else:
+            p.add_argument(flag, type=type(value), default=value)
     p.add_argument("--skip-vae", action="store_true", help="reuse OUT/vae.safetensors")
     args = p.parse_args(argv)
     skip_vae = args.__dict__.pop("skip_vae")

@@ -1,0 +1,57 @@
+"""Bad input is rejected with a message naming the parameter and its valid range."""
+
+from __future__ import annotations
+
+import pytest
+
+from cinetron.client.errors import InvalidArgument
+from cinetron.client.manifest import ModelManifest
+from cinetron.client.request import GenerationRequest, resolve
+
+MANIFEST = ModelManifest(
+    family="test", version="v", latent_channels=4, latent_frames=8, latent_height=16,
+    latent_width=16, frames=16, height=64, width=64, fps=8, text_length=32, text_dim=384,
+)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field", "phrase"),
+    [
+        ({"prompt": ""}, "prompt", "must not be empty"),
+        ({"prompt": "   \t\n"}, "prompt", "must not be empty"),
+        ({"prompt": b"\xff\xfe red"}, "prompt", "UTF-8"),
+        ({"prompt": "a\x00b"}, "prompt", "NUL"),
+        ({"prompt": "x" * 5000}, "prompt", "at most 2000"),
+        ({"steps": 0}, "steps", "between 1 and 200"),
+        ({"steps": 201}, "steps", "between 1 and 200"),
+        ({"steps": 2.5}, "steps", "integer"),
+        ({"guidance": -0.1}, "guidance", "between 0 and 30"),
+        ({"guidance": 30.5}, "guidance", "between 0 and 30"),
+        ({"guidance": float("nan")}, "guidance", "between 0 and 30"),
+        ({"guidance": float("inf")}, "guidance", "between 0 and 30"),
+        ({"scheduler": "ddim"}, "scheduler", "expected one of"),
+        ({"seed": -1}, "seed", "between 0 and"),
+        ({"shift": 0.0}, "shift", "between 0.1 and 20"),
+        ({"negative_prompt": b"\xc3\x28"}, "negative_prompt", "UTF-8"),
+    ],
+)
+def test_bad_field_is_named_with_its_valid_range(overrides: dict, field: str, phrase: str) -> None:
+    request = GenerationRequest(**{"prompt": "a red circle", **overrides})
+    with pytest.raises(InvalidArgument) as info:
+        resolve(request, MANIFEST)
+    assert info.value.field == field
+    assert phrase in str(info.value)
+    assert str(info.value).startswith(f"{field}: ")
+
+
+def test_defaults_come_from_the_manifest() -> None:
+    params = resolve(GenerationRequest(prompt="  a red circle  "), MANIFEST)
+    assert params.prompt == "a red circle"
+    assert params.steps == MANIFEST.scheduler.steps
+    assert params.guidance == MANIFEST.scheduler.guidance
+    assert params.scheduler == MANIFEST.scheduler.name
+
+
+def test_utf8_bytes_and_right_to_left_text_are_accepted() -> None:
+    params = resolve(GenerationRequest(prompt="دائرة حمراء".encode()), MANIFEST)
+    assert params.prompt == "دائرة حمراء"
