@@ -20,11 +20,9 @@ PIPELINE_MODELS = ("encode_prompt", "denoiser", "decode_video")
 
 
 def triton_transport(url: str) -> Transport:
-    try:
-        from cinetron.client.transports.triton_grpc import TritonGrpcTransport
-    except ImportError as e:
-        raise Unavailable(f"the Triton transport cannot be imported: {e}") from e
-    return TritonGrpcTransport(url)
+    from cinetron.client.transports import open_transport
+
+    return open_transport("triton", url=url)
 
 
 def triton_probe(url: str) -> Callable[[], None]:
@@ -48,15 +46,10 @@ def triton_probe(url: str) -> Callable[[], None]:
 
 
 def local_transport(kind: str, model_repository: Path) -> Transport:
-    if kind == "torch":
-        from cinetron.client.transports.torch_local import TorchTransport
+    """``torch`` (reference weights) or ``onnx`` (the exported repository), in-process."""
+    from cinetron.client.transports import open_transport
 
-        return TorchTransport()
-    try:
-        from cinetron.client.transports import onnx_local
-    except ImportError as e:
-        raise Unavailable(f"the onnx transport is not available: {e}") from e
-    return onnx_local.OnnxTransport(model_repository)  # type: ignore[attr-defined]
+    return open_transport("torch" if kind == "torch" else "onnx", repo=model_repository)
 
 
 class Backend:
