@@ -39,6 +39,20 @@ install: $(VENV)/.installed
 train: install
 	$(CINETRON) train --out weights
 
+# The Triton model repository. cinetron.json is written last, so it marks a complete
+# export; it is redone when the weights, the export code or the model.py files change.
+FLAVOUR ?= cpu
+EXPORT_FLAGS ?=
+$(REPO)/cinetron.json: $(VENV)/.installed $(wildcard weights/model.json weights/*.safetensors) \
+		$(wildcard export/*.py model_repository/*/1/model.py)
+	$(CINETRON) export --flavour cpu --out $(REPO) $(EXPORT_FLAGS)
+
+export: $(VENV)/.installed
+	$(CINETRON) export --flavour $(FLAVOUR) $(if $(filter cpu,$(FLAVOUR)),--out $(REPO)) $(EXPORT_FLAGS)
+
+serve: $(REPO)/cinetron.json
+	$(CINETRON) serve-triton --repository $(REPO) --http-port 8000 --grpc-port 8001 --metrics-port 8002
+
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .

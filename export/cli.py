@@ -1,0 +1,137 @@
+"""``cinetron export``: torch → ONNX, parity check, and the Triton model repository."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from cinetron.export.configs import RepositoryOptions
+
+DEFAULT_OUT = {"cpu": Path("model_repository"), "gpu": Path("model_repository_gpu")}
+
+
+def _sizes(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated batch sizes like 2,4,8,16, got {text!r}"
+        ) from None
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"batch sizes must be positive integers, got {text!r}")
+    return sizes
+
+
+def parser() -> argparse.ArgumentParser:
+    from cinetron.models.loading import DEFAULT_WEIGHTS
+
+    p = argparse.ArgumentParser(prog="cinetron export", description=__doc__)
+    p.add_argument(
+        "--flavour",
+        choices=("cpu", "gpu"),
+        default="cpu",
+        help="cpu: Python-backend + onnxruntime (runs here); gpu: native backends",
+    )
+    p.add_argument(
+        "--weights",
+        type=Path,
+        default=DEFAULT_WEIGHTS,
+        help="trained weights folder (default: %(default)s, or $CINETRON_WEIGHTS)",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="repository folder (default: model_repository, gpu: model_repository_gpu)",
+    )
+    p.add_argument(
+        "--onnx-from",
+        type=Path,
+        default=None,
+        help="reuse the ONNX files of an existing repository instead of re-exporting",
+    )
+    p.add_argument(
+        "--preferred-batch-sizes",
+        type=_sizes,
+        default=(2, 4, 8, 16),
+        help="denoiser dynamic batching preferred sizes (default: 2,4,8,16)",
+    )
+    p.add_argument(
+        "--max-queue-delay-us",
+        type=int,
+        default=1000,
+        help="denoiser dynamic batching queue delay in microseconds (default: 1000)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="cpu: onnxruntime intra-op threads per model instance (default: 1)",
+    )
+    p.add_argument(
+        "--denoiser-instances", type=int, default=1, help="denoiser model instances (default: 1)"
+    )
+    p.add_argument(
+        "--gpu-backend",
+        choices=("onnxruntime", "tensorrt_plan"),
+        default="onnxruntime",
+        help="gpu: onnxruntime with the TensorRT accelerator, or TensorRT engines",
+    )
+    p.add_argument("--fp32", action="store_true", help="gpu: build TensorRT in fp32, not fp16")
+    p.add_argument(
+        "--build-engines",
+        action="store_true",
+        help="gpu + tensorrt_plan: run the trtexec builds now (needs trtexec)",
+    )
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        options = RepositoryOptions(
+            flavour=args.flavour,
+            preferred_batch_sizes=args.preferred_batch_sizes,
+            max_queue_delay_us=args.max_queue_delay_us,
+            intra_op_threads=args.threads,
+            denoiser_instances=args.denoiser_instances,
+            gpu_backend=args.gpu_backend,
+            fp16=not args.fp32,
+        )
+    except ValueError as e:
+        print(f"cinetron export: {e}", file=sys.stderr)
+        return 2
+    out = args.out or DEFAULT_OUT[args.flavour]
+
+    from cinetron.export.repository import write_repository
+
+    start = time.perf_counter()
+    try:
+        report = write_repository(out, args.weights, options, onnx_from=args.onnx_from)
+    except FileNotFoundError as e:
+        print(f"cinetron export: {e}", file=sys.stderr)
+        return 1
+    print(
+        f"event=export_done flavour={args.flavour} out={out} "
+        f"seconds={time.perf_counter() - start:.1f}"
+    )
+
+    if report.engine_script is not None:
+        print(
+            f"TensorRT engines: run {report.engine_script} on the GPU node "
+            "(it builds <model>/1/model.plan with trtexec)"
+        )
+        if args.build_engines:
+            if shutil.which("trtexec") is None:
+                print(
+                    "cinetron export: --build-engines needs trtexec on PATH "
+                    "(it ships with TensorRT / the Triton container)",
+                    file=sys.stderr,
+                )
+                return 1
+            return subprocess.call([str(report.engine_script.resolve())])
+    return 0

@@ -1,0 +1,113 @@
+"""Write a Triton model repository: configs, model.py files, ONNX files, tokenizer, manifest.
+
+Layout (the shared contract)::
+
+    <out>/cinetron.json                          ModelManifest, written last: its presence
+                                                 means the repository is complete
+    <out>/<model>/config.pbtxt                   generated from spec.py
+    <out>/{text_encoder,denoiser,vae_decoder}/1/model.onnx
+    <out>/tokenizer/1/tokenizer/tokenizer.json
+    <out>/<python model>/1/model.py              copied from the committed model_repository/
+    <out>/{encode_prompt,decode_video}/1/        empty: Triton wants a version dir
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from cinetron.export.configs import RepositoryOptions, model_config, write_config
+from cinetron.export.spec import ONNX_MODELS, repository_spec
+from cinetron.export.tensorrt import build_script, trtexec_command
+
+# The committed Python-backend model.py files (source checkout, editable install).
+COMMITTED_REPOSITORY = Path(__file__).resolve().parent.parent / "model_repository"
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    out: Path
+    parity: list  # list[onnx_export.Parity]; empty when ONNX files were copied
+    engine_script: Path | None
+
+
+def _copy(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if dst.exists() and dst.resolve() == src.resolve():
+        return  # exporting into the committed repository itself
+    shutil.copyfile(src, dst)
+
+
+def _needs_model_py(kind: str, options: RepositoryOptions) -> bool:
+    return kind == "python" or (kind == "onnx" and options.flavour == "cpu")
+
+
+def write_repository(
+    out: Path,
+    weights: Path,
+    options: RepositoryOptions,
+    onnx_from: Path | None = None,
+    log: Callable[[str], None] = print,
+) -> ExportReport:
+    """Export the shapes model from ``weights`` into the repository ``out``.
+
+    ``onnx_from``: an existing repository whose ONNX files to reuse (e.g. the cpu
+    repository when writing the gpu one) instead of exporting from torch again.
+    """
+    from cinetron.models.loading import shapes_manifest
+    from cinetron.models.text_encoder import tokenizer_file
+
+    manifest = shapes_manifest(weights)
+    specs = repository_spec(manifest)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "cinetron.json").unlink(missing_ok=True)  # incomplete until rewritten at the end
+
+    for spec in specs:
+        model_dir = out / spec.name
+        (model_dir / "1").mkdir(parents=True, exist_ok=True)
+        write_config(model_dir, model_config(spec, options))
+        if _needs_model_py(spec.kind, options):
+            src = COMMITTED_REPOSITORY / spec.name / "1" / "model.py"
+            if not src.exists():
+                raise FileNotFoundError(
+                    f"{src} is missing: the Python-backend models are committed code; "
+                    "run `cinetron export` from a source checkout of cinetron"
+                )
+            _copy(src, model_dir / "1" / "model.py")
+        else:
+            (model_dir / "1" / "model.py").unlink(missing_ok=True)  # left by another flavour
+    _copy(tokenizer_file(), out / "tokenizer" / "1" / "tokenizer" / "tokenizer.json")
+
+    onnx_paths = {name: out / name / "1" / "model.onnx" for name in ONNX_MODELS}
+    parity = []
+    if onnx_from is not None:
+        for name, dst in onnx_paths.items():
+            src = onnx_from / name / "1" / "model.onnx"
+            if not src.exists():
+                raise FileNotFoundError(f"--onnx-from {onnx_from}: {src} does not exist")
+            _copy(src, dst)
+    else:
+        from cinetron.export.onnx_export import export_all
+
+        parity = export_all(weights, manifest, onnx_paths, log=log)
+
+    script = None
+    if options.flavour == "gpu" and options.gpu_backend == "tensorrt_plan":
+        by_name = {s.name: s for s in specs}
+        commands = [
+            trtexec_command(
+                by_name[name],
+                Path(name) / "1" / "model.onnx",
+                Path(name) / "1" / "model.plan",
+                fp16=options.fp16,
+            )
+            for name in ONNX_MODELS
+        ]
+        script = out / "build_engines.sh"
+        script.write_text(build_script(commands))
+        script.chmod(0o755)
+
+    (out / "cinetron.json").write_text(manifest.to_json())
+    return ExportReport(out, parity, script)
