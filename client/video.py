@@ -72,14 +72,34 @@ def write_mp4(path: str | Path, frames: Frames, fps: int) -> Path:
     return write_bytes_atomic(path, encode_mp4(frames, fps))
 
 
+def _palette(frames: Frames) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]:
+    """One global ≤256-colour palette: exact when the clip has few colours (ours do),
+    otherwise the low bits are dropped until it fits. Returns indices [F, H, W] and
+    the palette as bytes A, R, G, B [256, 4]."""
+    pixels = frames.reshape(-1, 3)
+    for drop in range(8):
+        coarse = (pixels >> drop) << drop
+        colours, index = np.unique(coarse, axis=0, return_inverse=True)
+        if len(colours) <= 256:
+            break
+    argb = np.zeros((256, 4), np.uint8)
+    argb[: len(colours), 0] = 255
+    argb[: len(colours), 1:] = colours
+    return index.reshape(frames.shape[:3]).astype(np.uint8), argb
+
+
 def write_gif(path: str | Path, frames: Frames, fps: int) -> Path:
+    # swscale cannot convert rgb24 to pal8 ("Operation not supported"): build the palette here.
+    indices, palette = _palette(frames)
     buffer = io.BytesIO()
     with av.open(buffer, mode="w", format="gif") as container:
         stream = container.add_stream("gif", rate=Fraction(fps))
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "pal8"
-        for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+        for image in indices:
+            # the stubs omit the (indices, palette) form PyAV documents for pal8
+            frame = av.VideoFrame.from_ndarray((image, palette), format="pal8")  # type: ignore[arg-type]
+            for packet in stream.encode(frame):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
