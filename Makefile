@@ -23,7 +23,8 @@ help:
 	@echo "make train        retrain the shapes model into weights/ (about 1 hour on 2 cores)"
 	@echo "make export       write the Triton model repository (FLAVOUR=cpu|gpu)"
 	@echo "make serve        run tritonserver on the repository (127.0.0.1:8000/8001/8002)"
-	@echo "make lint         ruff + mypy"
+	@echo "make lint         ruff + mypy + proto lint"
+	@echo "make serve-api    the public gRPC API on 127.0.0.1:50051 (needs \`make serve\`, or API_FLAGS=\"--local torch\")"
 	@echo "make deploy-check render + validate + lint the Kubernetes deploy (DEPLOY_DIR=deploy)"
 
 # torch first and pinned: an unpinned torch resolves to a multi-GB CUDA build.
@@ -60,6 +61,13 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy client server
+	$(PY) proto/lint.py
+
+# The public gRPC API (cinetron.v1) in front of Triton at CINETRON_TRITON_URL (default
+# 127.0.0.1:8001, i.e. `make serve`); settings come from CINETRON_* or API_FLAGS.
+API_FLAGS ?=
+serve-api: install
+	$(CINETRON) serve-api $(API_FLAGS)
 
 test: install
 	$(VENV)/bin/pytest -m "not slow" -q
