@@ -16,7 +16,6 @@ import uuid
 from pathlib import Path
 
 import grpc
-
 from cinetron.server.stubs import pb, pb_grpc
 
 
