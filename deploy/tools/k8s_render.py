@@ -61,4 +61,5 @@ def render(overlay_dir: Path) -> list[K8sObject]:
 
 def to_yaml(objects: list[K8sObject]) -> str:
     """The objects as one multi-document YAML stream (what `kubectl apply -f` takes)."""
-    return yaml.safe_dump_all(objects, sort_keys=False)
+    text: str = yaml.safe_dump_all(objects, sort_keys=False)
+    return text

@@ -237,7 +237,8 @@ def check_autoscalers(objects: list[K8sObject]) -> list[str]:
 
 def check_disruption_budgets(objects: list[K8sObject]) -> list[str]:
     """Each PDB covers exactly one Deployment, and each Deployment has one."""
-    problems, covered = [], set()
+    problems: list[str] = []
+    covered: set[str] = set()
     for pdb in of_kind(objects, "PodDisruptionBudget"):
         targets = selected_workloads(objects, pdb["spec"]["selector"])
         if len(targets) != 1:
