@@ -24,6 +24,7 @@ help:
 	@echo "make export       write the Triton model repository (FLAVOUR=cpu|gpu)"
 	@echo "make serve        run tritonserver on the repository (127.0.0.1:8000/8001/8002)"
 	@echo "make lint         ruff + mypy + proto lint"
+	@echo "make bench        latency per video: Triton gRPC, Triton + shm, in-process ORT and torch"
 	@echo "make serve-api    the public gRPC API on 127.0.0.1:50051 (needs \`make serve\`, or API_FLAGS=\"--local torch\")"
 	@echo "make deploy-check render + validate + lint the Kubernetes deploy (DEPLOY_DIR=deploy)"
 
@@ -56,6 +57,32 @@ export: $(VENV)/.installed
 
 serve: $(REPO)/cinetron.json
 	$(CINETRON) serve-triton --repository $(REPO) --http-port 8000 --grpc-port 8001 --metrics-port 8002
+
+# The first command in the README: export if needed, start tritonserver in the background
+# on free loopback ports, wait until it is ready, generate $(DEMO_OUT) from PROMPT over
+# gRPC, and stop the server whatever happens (the trap runs on success and on failure).
+DEMO_OUT ?= outputs/demo.mp4
+DEMO_LOG ?= outputs/demo-triton.log
+demo: $(REPO)/cinetron.json
+	@mkdir -p $(dir $(DEMO_OUT)) $(dir $(DEMO_LOG)); rm -f $(DEMO_LOG); \
+	$(CINETRON) serve-triton --repository $(REPO) --http-port 0 --grpc-port 0 --metrics-port 0 \
+		--quiet --log-file $(DEMO_LOG).full > $(DEMO_LOG) 2>&1 & pid=$$!; \
+	trap 'kill -TERM $$pid 2>/dev/null; wait $$pid 2>/dev/null' EXIT; \
+	echo "starting tritonserver (pid $$pid, log $(DEMO_LOG))"; \
+	until grep -qs event=triton_ready $(DEMO_LOG); do \
+		kill -0 $$pid 2>/dev/null || { tail -n 40 $(DEMO_LOG); echo "tritonserver did not start"; exit 1; }; \
+		sleep 0.5; \
+	done; \
+	url=$$(sed -n 's/.*event=triton_ready.* grpc=\([^ ]*\).*/\1/p' $(DEMO_LOG)); \
+	echo "tritonserver ready at $$url"; \
+	$(CINETRON) generate "$(PROMPT)" --seed $(SEED) --url $$url --out $(DEMO_OUT) \
+		--gif $(DEMO_OUT:.mp4=.gif) && \
+	echo "video: $(abspath $(DEMO_OUT))"
+
+# Latency at concurrency 1, every transport side by side; writes bench/results/latency.json.
+BENCH_FLAGS ?=
+bench: $(REPO)/cinetron.json
+	$(CINETRON) bench latency --repo $(REPO) $(BENCH_FLAGS)
 
 lint: install
 	$(VENV)/bin/ruff check .

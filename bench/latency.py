@@ -1,0 +1,283 @@
+"""``cinetron bench latency``: seconds per video over every transport, side by side.
+
+For the same prompts, seeds and steps, in one run on one machine: Triton gRPC,
+Triton + system shared memory, in-process ONNX Runtime and in-process torch. The
+transports take turns video by video (rotating order), so background load hits them
+alike. Also measured:
+
+- per-step time: bare denoiser calls (the CFG batch of 2) repeated ``--step-calls``
+  times per transport, interleaved; served − in-process ONNX Runtime = the per-step
+  cost of serving;
+- where that cost goes: Triton's own statistics for the denoiser (queue, input,
+  compute, output per request) split it into server-side and client/gRPC time.
+
+Prints a table and writes ``bench/results/latency.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cinetron.client.pipeline import Pipeline
+from cinetron.client.request import GenerationRequest
+from cinetron.client.transports import Transport, open_transport
+
+PROMPTS = (
+    "a red circle moving to the left on a black background",
+    "a small green triangle growing on a white background",
+    "a blue square moving up on a gray background",
+)
+RESULTS = Path(__file__).resolve().parent / "results" / "latency.json"
+ORDER = ("triton", "triton-shm", "onnx", "torch")
+LABELS = {
+    "triton": "Triton gRPC",
+    "triton-shm": "Triton gRPC + shm",
+    "onnx": "in-process ONNX Runtime",
+    "torch": "in-process torch",
+}
+
+
+@dataclass
+class Samples:
+    video_s: list[float] = field(default_factory=list)
+    denoise_s: list[float] = field(default_factory=list)  # the loop only, per video
+    step_s: list[float] = field(default_factory=list)  # bare denoiser calls
+
+    def summary(self, steps: int) -> dict[str, float]:
+        def med(xs: list[float]) -> float:
+            return statistics.median(xs) if xs else float("nan")
+
+        def p90(xs: list[float]) -> float:
+            return float(np.percentile(xs, 90)) if xs else float("nan")
+
+        return {
+            "videos": len(self.video_s),
+            "video_s_median": med(self.video_s),
+            "video_s_p90": p90(self.video_s),
+            "loop_step_ms_median": 1000 * med(self.denoise_s) / steps,
+            "step_ms_median": 1000 * med(self.step_s),
+            "step_ms_p90": 1000 * p90(self.step_s),
+        }
+
+
+def denoiser_stats(url: str) -> dict[str, int]:
+    """Cumulative Triton statistics of the ``denoiser`` model (ns and counts)."""
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(url)
+    try:
+        s = client.get_inference_statistics("denoiser").model_stats[0]
+    finally:
+        client.close()
+    i = s.inference_stats
+    return {
+        "requests": int(i.success.count),
+        "executions": int(s.execution_count),
+        "request_ns": int(i.success.ns),
+        "queue_ns": int(i.queue.ns),
+        "input_ns": int(i.compute_input.ns),
+        "infer_ns": int(i.compute_infer.ns),
+        "output_ns": int(i.compute_output.ns),
+    }
+
+
+def server_breakdown(before: dict[str, int], after: dict[str, int]) -> dict[str, float]:
+    """Per-request milliseconds Triton spent on the denoiser between two snapshots."""
+    n = max(1, after["requests"] - before["requests"])
+    per = {k: (after[k] - before[k]) / n / 1e6 for k in after if k.endswith("_ns")}
+    return {
+        "requests": float(n),
+        "avg_batch_requests": n / max(1, after["executions"] - before["executions"]),
+        **{k.replace("_ns", "_ms"): v for k, v in per.items()},
+    }
+
+
+@contextmanager
+def triton(repository: Path, url: str | None) -> Iterator[str]:
+    if url is not None:
+        yield url
+        return
+    from cinetron.tritonserver import TritonServer
+
+    with TritonServer(repository) as server:
+        print(f"tritonserver ready in {server.startup_seconds:.1f} s at {server.grpc_url}")
+        yield server.grpc_url
+
+
+def step_inputs(transport: Transport, seed: int = 0) -> tuple[np.ndarray, ...]:
+    m = transport.manifest
+    rng = np.random.default_rng(seed)
+    emb = transport.encode_prompt([PROMPTS[0], ""])
+    latents = rng.standard_normal((2, *m.latent_shape), dtype=np.float32)
+    return latents, np.full(2, 500.0, np.float32), emb.embeds, emb.mask
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    kinds = [k for k in ORDER if k not in args.skip]
+    samples = {k: Samples() for k in kinds}
+    with ExitStack() as stack:
+        url = stack.enter_context(triton(args.repo, args.url))
+        transports: dict[str, Transport] = {
+            k: stack.enter_context(open_transport(k, url=url, repo=args.repo, threads=1))
+            for k in kinds
+        }
+
+        def video(kind: str, prompt: str, seed: int) -> None:
+            # A fresh Pipeline: every video pays for its prompt encoding (no cache hits).
+            req = GenerationRequest(prompt, seed=seed, steps=args.steps, request_id="bench")
+            t0 = time.perf_counter()
+            v = Pipeline(transports[kind]).generate(req)
+            samples[kind].video_s.append(time.perf_counter() - t0)
+            samples[kind].denoise_s.append(v.timings["denoise_s"])
+
+        for kind in kinds:  # warm up: sessions, connections, the server's first batches
+            video(kind, PROMPTS[0], 0)
+            samples[kind] = Samples()
+
+        work = [(p, s) for _ in range(args.rounds) for p in PROMPTS for s in range(args.seeds)]
+        stats_before = denoiser_stats(url) if "triton" in kinds else None
+        for i, (prompt, seed) in enumerate(work):
+            for kind in rotate(kinds, i):
+                video(kind, prompt, seed)
+            progress(f"videos {i + 1}/{len(work)} per transport")
+        stats_after_videos = denoiser_stats(url) if "triton" in kinds else None
+
+        inputs = step_inputs(transports[kinds[0]])
+        calls: dict[str, Callable[[], object]] = {
+            k: partial(t.denoise, *inputs) for k, t in transports.items()
+        }
+        grpc_stats: dict[str, float] = {}
+        for i in range(args.step_calls):
+            for kind in rotate(kinds, i):
+                if kind == "triton":
+                    before = denoiser_stats(url)
+                t0 = time.perf_counter()
+                calls[kind]()
+                samples[kind].step_s.append(time.perf_counter() - t0)
+                if kind == "triton":  # server-side time of plain-gRPC calls only
+                    after = denoiser_stats(url)
+                    for k, v in server_breakdown(before, after).items():
+                        grpc_stats[k] = grpc_stats.get(k, 0.0) + v / args.step_calls
+            if (i + 1) % 50 == 0:
+                progress(f"denoiser calls {i + 1}/{args.step_calls} per transport")
+    print(file=sys.stderr)
+
+    results = {k: samples[k].summary(args.steps) for k in kinds}
+    report: dict[str, Any] = {
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "python": platform.python_version(),
+        },
+        "workload": {
+            "prompts": list(PROMPTS),
+            "seeds": args.seeds,
+            "rounds": args.rounds,
+            "steps": args.steps,
+            "guidance": "model default (CFG as one batch of 2)",
+            "scheduler": "model default",
+            "threads": 1,
+            "step_calls": args.step_calls,
+        },
+        "transports": results,
+    }
+    if "onnx" in results:
+        ort = results["onnx"]
+        for kind in ("triton", "triton-shm"):
+            if kind in results:
+                r = results[kind]
+                r["video_vs_onnx"] = r["video_s_median"] / ort["video_s_median"]
+                r["step_overhead_ms"] = r["step_ms_median"] - ort["step_ms_median"]
+                r["loop_step_overhead_ms"] = r["loop_step_ms_median"] - ort["loop_step_ms_median"]
+    if stats_before is not None and stats_after_videos is not None:
+        report["triton_denoiser_during_videos"] = server_breakdown(stats_before, stats_after_videos)
+        report["triton_denoiser_per_grpc_step"] = grpc_stats
+    return report
+
+
+def rotate(items: list[str], i: int) -> list[str]:
+    k = i % len(items)
+    return items[k:] + items[:k]
+
+
+def progress(text: str) -> None:
+    print(f"\r{text}", end="", file=sys.stderr, flush=True)
+
+
+def table(report: dict[str, Any]) -> str:
+    rows = report["transports"]
+    w = report["workload"]
+    lines = [
+        f"latency at concurrency 1: {len(w['prompts'])} prompts × {w['seeds']} seeds × "
+        f"{w['rounds']} rounds, {w['steps']} steps, 1 thread per runtime",
+        f"{'transport':<26}{'s/video':>9}{'p90':>8}{'vs ORT':>8}{'ms/step':>9}{'overhead':>10}",
+    ]
+    for kind, r in rows.items():
+        ratio = f"{r['video_vs_onnx']:.2f}×" if "video_vs_onnx" in r else ""
+        over = f"{r['step_overhead_ms']:+.2f} ms" if "step_overhead_ms" in r else ""
+        lines.append(
+            f"{LABELS[kind]:<26}{r['video_s_median']:>9.3f}{r['video_s_p90']:>8.3f}"
+            f"{ratio:>8}{r['step_ms_median']:>9.2f}{over:>10}"
+        )
+    g = report.get("triton_denoiser_per_grpc_step")
+    if g:
+        served = rows["triton"]["step_ms_median"]
+        server = g["request_ms"]
+        lines += [
+            "",
+            "one served denoiser step (Triton gRPC), where the time goes:",
+            f"  in Triton {server:.2f} ms = queue {g['queue_ms']:.2f} + input "
+            f"{g['input_ms']:.2f} + compute {g['infer_ms']:.2f} + output {g['output_ms']:.2f} "
+            f"(python backend: IPC to the stub + onnxruntime)",
+            f"  client + gRPC {served - server:.2f} ms (serialise, socket, deserialise)",
+            f"  in-process ORT step {rows['onnx']['step_ms_median']:.2f} ms"
+            if "onnx" in rows
+            else "",
+        ]
+    return "\n".join(line for line in lines if line is not None)
+
+
+def write_json(path: Path, report: dict[str, Any]) -> None:
+    from cinetron.client.video import write_bytes_atomic
+
+    write_bytes_atomic(path, (json.dumps(report, indent=2) + "\n").encode())
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cinetron bench latency", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("--repo", type=Path, default=Path("model_repository"), help="exported repo")
+    p.add_argument("--url", default=None, help="use this running Triton instead of starting one")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--seeds", type=int, default=2, help="seeds per prompt")
+    p.add_argument("--rounds", type=int, default=2, help="passes over prompts × seeds")
+    p.add_argument("--step-calls", type=int, default=200, help="bare denoiser calls each")
+    p.add_argument("--skip", nargs="*", default=[], choices=ORDER, help="transports to leave out")
+    p.add_argument("--out", type=Path, default=RESULTS, help="JSON results path")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    report = run(args)
+    write_json(args.out, report)
+    print(table(report))
+    print(f"\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

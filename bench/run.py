@@ -1,0 +1,24 @@
+"""``cinetron bench <suite> [options]``: each suite is a module with ``main(argv)``."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+SUITES: dict[str, tuple[str, str]] = {
+    "latency": ("cinetron.bench.latency", "seconds per video over every transport (conc. 1)"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] not in SUITES:
+        print("usage: cinetron bench <suite> [options]\n\nsuites:", file=sys.stderr)
+        for name, (_, help_) in SUITES.items():
+            print(f"  {name:<10} {help_}", file=sys.stderr)
+        return 0 if args and args[0] in ("-h", "--help") else 2
+    return int(importlib.import_module(SUITES[args[0]][0]).main(args[1:]) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
