@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 from cinetron.export.spec import ModelSpec, Tensor
+from cinetron.export.tensorrt import optimization_profile
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
@@ -113,6 +114,9 @@ def model_config(spec: ModelSpec, options: RepositoryOptions) -> mc.ModelConfig:
         # Engines take minutes to build; cache them across restarts of the pod.
         trt.parameters["trt_engine_cache_enable"] = "1"
         trt.parameters["trt_engine_cache_path"] = "/tmp/cinetron-trt-cache"
+        # One profile over the dynamic axis (batch 1..max), the same as the trtexec builds.
+        for key, shapes in optimization_profile(spec).items():
+            trt.parameters[f"trt_profile_{key}_shapes"] = shapes
     return config
 
 

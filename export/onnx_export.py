@@ -113,6 +113,11 @@ def _text_feeds(manifest: ModelManifest, prompts: tuple[str, ...]) -> Feeds:
 
 def build_models(weights: Path, manifest: ModelManifest) -> list[OnnxModel]:
     """The three networks with inputs shaped from the manifest."""
+    import transformers
+
+    # The pooler weights it reports as unused are the ones we leave out on purpose.
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
     L, D = manifest.text_length, manifest.text_dim
     latent = manifest.latent_shape
     text_encoder = TextEncoder().eval()
@@ -264,13 +269,17 @@ def export_all(
     log: Callable[[str], None] = print,
 ) -> list[Parity]:
     """Export each network named in ``paths`` (name → model.onnx path) and check its parity."""
-    torch.set_num_threads(1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the parity runs are tiny; don't fight the trainer for cores
     results = []
-    for model in build_models(weights, manifest):
-        if model.name not in paths:
-            continue
-        seconds = export_model(model, paths[model.name])
-        result = check_parity(model, paths[model.name], seconds)
-        log(result.line())
-        results.append(result)
+    try:
+        for model in build_models(weights, manifest):
+            if model.name not in paths:
+                continue
+            seconds = export_model(model, paths[model.name])
+            result = check_parity(model, paths[model.name], seconds)
+            log(result.line())
+            results.append(result)
+    finally:
+        torch.set_num_threads(threads)
     return results

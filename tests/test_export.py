@@ -142,6 +142,13 @@ def test_gpu_configs_parse_and_match_the_onnx_graphs(gpu_repository: Path) -> No
         (trt,) = config.optimization.execution_accelerators.gpu_execution_accelerator
         assert trt.name == "tensorrt" and trt.parameters["precision_mode"] == "FP16"
         graph = graph_io(gpu_repository / spec.name / "1" / "model.onnx")
+        for key, batch in (("min", 1), ("max", config.max_batch_size)):
+            profile = dict(
+                s.split(":") for s in trt.parameters[f"trt_profile_{key}_shapes"].split(",")
+            )
+            assert set(profile) == {t.name for t in config.input}, spec.name
+            for name, shape in profile.items():
+                assert shape == "x".join(map(str, (batch, *graph[name][1][1:]))), (key, name)
         tensors = [*config.input, *config.output]
         assert {t.name for t in tensors} == set(graph), spec.name
         for t in tensors:
