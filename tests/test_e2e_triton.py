@@ -93,7 +93,9 @@ def test_shared_memory_transport_gives_the_same_video_as_plain_grpc(
         other = generate(shm, GenerationRequest("a blue square moving up", seed=5, steps=STEPS))
     via_grpc = generate(grpc_transport, request(5, scheduler="unipc"))
     assert np.array_equal(via_shm.frames, via_grpc.frames)
-    other_grpc = generate(grpc_transport, GenerationRequest("a blue square moving up", 5, STEPS))
+    other_grpc = generate(
+        grpc_transport, GenerationRequest("a blue square moving up", seed=5, steps=STEPS)
+    )
     assert np.array_equal(other.frames, other_grpc.frames)
 
 
