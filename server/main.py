@@ -41,6 +41,7 @@ class ApiServer:
         probe: Callable[[], None] | None = None,
     ) -> None:
         self.config = config
+        self._owns_transport = transport is None  # an injected transport is the caller's
         if transport is None:
             if config.local:
                 transport = lambda: backends.local_transport(config.local, config.model_repository)  # noqa: E731
@@ -145,7 +146,8 @@ class ApiServer:
             self._backend_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._backend_task
-        self.backend.close()
+        if self._owns_transport:
+            self.backend.close()
         self.store.close()
         log("api_stopped")
 
