@@ -25,8 +25,10 @@ import onnxruntime as ort
 import torch
 from cinetron.client.manifest import ModelManifest
 from cinetron.client.text import PromptTokenizer
+from cinetron.models.dit import VideoDiT
 from cinetron.models.loading import load_dit, load_vae
 from cinetron.models.text_encoder import TextEncoder, tokenizer_file
+from cinetron.models.vae import VideoAutoencoder
 from torch import nn
 
 OPSET = 20
@@ -51,7 +53,7 @@ REAL_PROMPTS = (
 class DenoiserForExport(nn.Module):
     """VideoDiT with the exported signature: ``timestep`` is ``[B]`` float32."""
 
-    def __init__(self, dit: nn.Module) -> None:
+    def __init__(self, dit: VideoDiT) -> None:
         super().__init__()
         self.dit = dit
 
@@ -68,7 +70,7 @@ class DenoiserForExport(nn.Module):
 class VaeDecoderForExport(nn.Module):
     """``VideoAutoencoder.decode``: normalised latents ``[B, C, T, H, W]`` → ``[B, 3, F, H, W]``."""
 
-    def __init__(self, vae: nn.Module) -> None:
+    def __init__(self, vae: VideoAutoencoder) -> None:
         super().__init__()
         self.vae = vae
 

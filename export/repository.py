@@ -17,10 +17,14 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cinetron.export.configs import RepositoryOptions, model_config, write_config
 from cinetron.export.spec import ONNX_MODELS, repository_spec
 from cinetron.export.tensorrt import build_script, trtexec_command
+
+if TYPE_CHECKING:  # onnx_export imports torch; only the cpu export path needs it
+    from cinetron.export.onnx_export import Parity
 
 # The committed Python-backend model.py files (source checkout, editable install).
 COMMITTED_REPOSITORY = Path(__file__).resolve().parent.parent / "model_repository"
@@ -29,7 +33,7 @@ COMMITTED_REPOSITORY = Path(__file__).resolve().parent.parent / "model_repositor
 @dataclass(frozen=True)
 class ExportReport:
     out: Path
-    parity: list  # list[onnx_export.Parity]; empty when ONNX files were copied
+    parity: list[Parity]  # empty when the ONNX files were copied (--onnx-from)
     engine_script: Path | None
 
 
@@ -81,7 +85,7 @@ def write_repository(
     _copy(tokenizer_file(), out / "tokenizer" / "1" / "tokenizer" / "tokenizer.json")
 
     onnx_paths = {name: out / name / "1" / "model.onnx" for name in ONNX_MODELS}
-    parity = []
+    parity: list[Parity] = []
     if onnx_from is not None:
         for name, dst in onnx_paths.items():
             src = onnx_from / name / "1" / "model.onnx"
