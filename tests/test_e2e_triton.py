@@ -235,3 +235,15 @@ def test_cli_bad_input_exits_2_naming_the_field(
 def test_cli_empty_prompt_exits_2(triton_server: TritonServer, tmp_path: Path) -> None:
     done = cli("   ", "--url", triton_server.grpc_url, "--out", str(tmp_path / "v.mp4"))
     assert done.returncode == 2 and "prompt: must not be empty" in done.stderr
+
+
+def test_evaluation_through_triton_scores_the_same_as_in_process(
+    grpc_transport: TritonGrpcTransport, onnx_transport: OnnxLocalTransport
+) -> None:
+    from cinetron.client.evaluate import evaluate, prompt_set
+
+    prompts = prompt_set("held-out", limit=8)
+    served = evaluate(Pipeline(grpc_transport), prompts, steps=10)
+    local = evaluate(Pipeline(onnx_transport), prompts, steps=10)
+    assert served.total == local.total == 8
+    assert served.row() == local.row()
