@@ -37,7 +37,7 @@ class ServerConfig:
     resume_jobs: bool = True  # on restart: re-run unfinished jobs, else mark them FAILED
     max_job_attempts: int = 3
     readiness_interval_s: float = 2.0
-    shutdown_grace_s: float = 10.0
+    shutdown_grace_s: float = 30.0
     log_level: str = "info"
 
     @property
@@ -130,6 +130,12 @@ def parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
         help="generations in flight [CINETRON_MAX_CONCURRENCY, %(default)s]",
     )
     g(
+        "--shutdown-grace",
+        type=float,
+        default=d.shutdown_grace_s,
+        help="seconds running calls get to finish on SIGTERM [%(default)s]",
+    )
+    g(
         "--no-resume-jobs",
         action="store_true",
         help="on start, mark unfinished jobs FAILED instead of running them again",
@@ -158,5 +164,6 @@ def from_args(argv: list[str] | None = None, env: Mapping[str, str] | None = Non
         max_queue=_int("--max-queue", str(a.max_queue), 0, 100_000),
         max_concurrency=_int("--max-concurrency", str(a.max_concurrency), 1, 1024),
         resume_jobs=not a.no_resume_jobs,
+        shutdown_grace_s=a.shutdown_grace,
         log_level=a.log_level,
     )

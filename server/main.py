@@ -7,6 +7,7 @@ import contextlib
 import signal
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import grpc
 from cinetron.client.transports.base import Transport
@@ -25,6 +26,13 @@ from grpc_reflection.v1alpha import reflection
 
 _SERVING = health_pb2.HealthCheckResponse.SERVING
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def _readable(path: Path | None, what: str) -> Path | None:
+    """A settings file that must exist: a clear exit instead of a traceback."""
+    if path is not None and not path.is_file():
+        raise SystemExit(f"the {what} file {path} does not exist or is not a file; fix the path")
+    return path
 
 
 class ApiServer:
@@ -85,7 +93,9 @@ class ApiServer:
             await self.health.set(service, _NOT_SERVING)
         interceptors = []
         if c.auth_enabled:
-            interceptors.append(BearerAuth(TokenSet(c.auth_tokens_file, c.auth_tokens)))
+            interceptors.append(
+                BearerAuth(TokenSet(_readable(c.auth_tokens_file, "auth tokens"), c.auth_tokens))
+            )
         server = grpc.aio.server(
             interceptors=interceptors,
             options=[
@@ -106,7 +116,9 @@ class ApiServer:
             server,
         )
         if c.tls_cert is not None and c.tls_key is not None:
-            creds = grpc.ssl_server_credentials([(c.tls_key.read_bytes(), c.tls_cert.read_bytes())])
+            key = _readable(c.tls_key, "TLS key").read_bytes()  # type: ignore[union-attr]
+            cert = _readable(c.tls_cert, "TLS certificate").read_bytes()  # type: ignore[union-attr]
+            creds = grpc.ssl_server_credentials([(key, cert)])
             self.port = server.add_secure_port(c.address, creds)
         else:
             self.port = server.add_insecure_port(c.address)
