@@ -18,6 +18,7 @@ import argparse
 import collections
 import importlib.util
 import os
+import re
 import shutil
 import signal
 import socket
@@ -187,6 +188,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+GLOG_ERROR = re.compile(r"^E\d{4} ")
+
+
 def is_harmless(line: str) -> bool:
     return any(h in line for h in HARMLESS)
 
@@ -244,6 +248,12 @@ class TritonServer:
     def log_tail(self, lines: int = TAIL_LINES) -> str:
         return "\n".join(list(self._tail)[-lines:])
 
+    def _failure_report(self) -> str:
+        """The server's error lines first (they drown in stub noise otherwise), then the tail."""
+        errors = [ln for ln in self._tail if GLOG_ERROR.match(ln) and not is_harmless(ln)]
+        head = "Errors:\n" + "\n".join(errors) + "\n" if errors else ""
+        return f"{head}Log tail:\n{self.log_tail()}"
+
     # -- lifecycle ---------------------------------------------------------------------
     def command(self) -> list[str]:
         tree = self.tree
@@ -286,11 +296,7 @@ class TritonServer:
                 return self
             except TritonStartError:
                 # A free port can be taken between picking and binding; retry only then.
-                if (
-                    not picked
-                    or attempt == 2
-                    or "address already in use" not in (self.log_tail().lower())
-                ):
+                if not picked or attempt == 2 or "already in use" not in self.log_tail():
                     raise
         return self
 
@@ -354,8 +360,8 @@ class TritonServer:
                     self._reader.join(timeout=5)  # drain the last lines of the log
                 raise TritonStartError(
                     f"tritonserver exited with code {code} before it was ready "
-                    f"(a model failed to load?). Repository: {self.repository}. "
-                    f"Log tail:\n{self.log_tail()}"
+                    f"(see the errors below). Repository: {self.repository}.\n"
+                    f"{self._failure_report()}"
                 )
             try:
                 with urllib.request.urlopen(url, timeout=2) as response:
@@ -366,7 +372,7 @@ class TritonServer:
             if time.monotonic() - started > self.ready_timeout:
                 raise TritonStartError(
                     f"tritonserver was not ready after {self.ready_timeout:.0f} s; "
-                    f"raise --ready-timeout if the machine is busy. Log tail:\n{self.log_tail()}"
+                    f"raise --ready-timeout if the machine is busy.\n{self._failure_report()}"
                 )
             time.sleep(0.2)
 
