@@ -244,6 +244,7 @@ class JobManager:
         return [self.store.to_message(r) for r in rows], nxt
 
     async def watch(self, job_id: str) -> AsyncIterator[pb.GenerateEvent]:
+        announced = False
         while True:
             hub = self._hubs.get(job_id)
             if hub is not None:
@@ -258,8 +259,10 @@ class JobManager:
             if row["state"] in TERMINAL:
                 yield self._final_message(row)
                 return
-            # Unfinished but not running: waiting for the transport after a restart.
-            yield pb.GenerateEvent(queued=pb.Queued(position=0))
+            # Unfinished but not running: waiting for the backend after a restart.
+            if not announced:
+                yield pb.GenerateEvent(queued=pb.Queued(position=0, request_id=job_id))
+                announced = True
             await asyncio.sleep(0.5)
 
     # -- recovery ------------------------------------------------------------------------

@@ -249,7 +249,7 @@ def test_deadline_shorter_than_the_generation_gives_deadline_exceeded(start_api)
     stub = api.stub()
     with pytest.raises(grpc.RpcError) as info:
         list(
-            stub.Generate(pb.GenerateRequest(prompt="a red circle", steps=LONG_STEPS), timeout=1.0)
+            stub.Generate(pb.GenerateRequest(prompt="a red circle", steps=LONG_STEPS), timeout=0.5)
         )
     assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     api.wait_idle()
