@@ -92,8 +92,9 @@ def _deny(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
 
 
 class BearerAuth(grpc.aio.ServerInterceptor):
-    def __init__(self, tokens: TokenSet) -> None:
+    def __init__(self, tokens: TokenSet, on_reject: Callable[[str], None] | None = None) -> None:
         self.tokens = tokens
+        self._on_reject = on_reject  # e.g. count the refusal in the request metrics
 
     async def intercept_service(
         self,
@@ -107,4 +108,6 @@ class BearerAuth(grpc.aio.ServerInterceptor):
         if self.tokens.accepts(bearer_token(details.invocation_metadata)):  # type: ignore[arg-type]
             return handler
         log("unauthenticated", rpc=method)
+        if self._on_reject is not None:
+            self._on_reject(method)
         return _deny(handler)

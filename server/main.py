@@ -85,6 +85,9 @@ class ApiServer:
             self._resumed = True
             self.jobs.resume_unfinished()
 
+    def _count_rejected(self, method: str) -> None:
+        self.metrics.requests.labels(method.rsplit("/", 1)[-1], "UNAUTHENTICATED").inc()
+
     async def start(self) -> int:
         c = self.config
         if not c.resume_jobs:
@@ -93,9 +96,8 @@ class ApiServer:
             await self.health.set(service, _NOT_SERVING)
         interceptors = []
         if c.auth_enabled:
-            interceptors.append(
-                BearerAuth(TokenSet(_readable(c.auth_tokens_file, "auth tokens"), c.auth_tokens))
-            )
+            tokens = TokenSet(_readable(c.auth_tokens_file, "auth tokens"), c.auth_tokens)
+            interceptors.append(BearerAuth(tokens, on_reject=self._count_rejected))
         server = grpc.aio.server(
             interceptors=interceptors,
             options=[

@@ -405,6 +405,10 @@ def test_auth_on_rejects_missing_and_wrong_tokens_and_exempts_health(start_api, 
         with pytest.raises(grpc.RpcError) as info:
             list(stub.Generate(pb.GenerateRequest(prompt="a red circle"), metadata=metadata))
         assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    refused = api.server.metrics.registry.get_sample_value(
+        "cinetron_api_requests_total", {"rpc": "Generate", "code": "UNAUTHENTICATED"}
+    )
+    assert refused == 3
     api.wait_ready()  # health needs no token: Kubernetes probes carry none
     ok = [("authorization", "Bearer s3cret-two")]
     assert stub.GetInfo(pb.GetInfoRequest(), metadata=ok).ready
