@@ -7,6 +7,9 @@ embeddings and mask go into a third region and are rewritten only when they chan
 Regions are created and registered once, grown when a bigger batch arrives,
 unregistered and destroyed on ``close()``. Client and server must share ``/dev/shm``
 (same host or pod).
+
+Not thread-safe: the regions hold one call's tensors at a time, so open one transport
+per concurrent generation (the plain gRPC transport can be shared by threads).
 """
 
 from __future__ import annotations
