@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import collections
 import importlib.util
 import os
@@ -313,6 +314,8 @@ class TritonServer:
             errors="replace",
             bufsize=1,
         )
+        # A caller that forgets stop() (or dies on an exception) must not leak a server.
+        atexit.register(self.stop, 10.0)
         self._reader = threading.Thread(target=self._read_log, daemon=True)
         self._reader.start()
         try:
@@ -390,9 +393,19 @@ class TritonServer:
                 process.wait()
         return process.returncode
 
+    def request_stop(self) -> None:
+        """Send SIGTERM without waiting (e.g. from a signal handler)."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.send_signal(signal.SIGTERM)
+
     def wait(self) -> int:
-        assert self._process is not None
-        return self._process.wait()
+        """Block until the server exits; return its exit code (after the log is drained)."""
+        if self._process is None:
+            raise RuntimeError("the server is not started; call start() first")
+        code = self._process.wait()
+        if self._reader is not None:
+            self._reader.join(timeout=5)
+        return code
 
     def __enter__(self) -> TritonServer:
         return self.start()
@@ -448,28 +461,33 @@ def main(argv: list[str] | None = None) -> int:
         echo=None if args.quiet else sys.stdout,
     )
 
+    stopping: list[int] = []
+
     def forward(signum: int, frame: FrameType | None) -> None:
         # The server shuts its stub processes down itself; we only relay the request.
-        if server._process is not None and server._process.poll() is None:
-            server._process.send_signal(signal.SIGTERM)
+        stopping.append(signum)
+        server.request_stop()
 
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        server.start()
-    except TritonStartError as e:
-        print(f"cinetron serve-triton: {e}", file=sys.stderr)
-        return 1
-    print(
-        f"event=triton_ready pid={server.pid} startup_s={server.startup_seconds:.1f} "
-        f"grpc={server.grpc_url} http={server.http_url} metrics={server.metrics_url}",
-        flush=True,
-    )
-    code = server.wait()
-    if server._reader is not None:
-        server._reader.join(timeout=5)
-    # SIGTERM is an orderly stop: report success for it.
-    return 0 if code in (0, -signal.SIGTERM) else code
+        try:
+            server.start()
+        except TritonStartError as e:
+            if stopping:
+                return 0  # asked to stop while starting: not a failure
+            print(f"cinetron serve-triton: {e}", file=sys.stderr)
+            return 1
+        print(
+            f"event=triton_ready pid={server.pid} startup_s={server.startup_seconds:.1f} "
+            f"grpc={server.grpc_url} http={server.http_url} metrics={server.metrics_url}",
+            flush=True,
+        )
+        code = server.wait()
+        # SIGTERM is an orderly stop: report success for it.
+        return 0 if code in (0, -signal.SIGTERM) else code
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":
