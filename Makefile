@@ -67,7 +67,7 @@ demo: $(REPO)/cinetron.json
 	@mkdir -p $(dir $(DEMO_OUT)) $(dir $(DEMO_LOG)); rm -f $(DEMO_LOG); \
 	$(CINETRON) serve-triton --repository $(REPO) --http-port 0 --grpc-port 0 --metrics-port 0 \
 		--quiet --log-file $(DEMO_LOG).full > $(DEMO_LOG) 2>&1 & pid=$$!; \
-	trap 'kill -TERM $$pid 2>/dev/null; wait $$pid 2>/dev/null' EXIT; \
+	trap 'kill -TERM $$pid 2>/dev/null; wait $$pid 2>/dev/null' EXIT; trap 'exit 130' INT TERM; \
 	echo "starting tritonserver (pid $$pid, log $(DEMO_LOG))"; \
 	until grep -qs event=triton_ready $(DEMO_LOG); do \
 		kill -0 $$pid 2>/dev/null || { tail -n 40 $(DEMO_LOG); echo "tritonserver did not start"; exit 1; }; \
