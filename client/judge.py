@@ -40,10 +40,21 @@ def judge_background(frames: Frames) -> str:
 
 
 def object_masks(frames: Frames, background: str) -> npt.NDArray[np.bool_]:
-    """``[F, H, W]``: pixels far enough from the background colour to be the object."""
+    """``[F, H, W]``: pixels nearer the object's colour than the background's.
+
+    Two passes: a loose threshold finds the object's colour, then each pixel is cut
+    at the midpoint between the two colours, so soft (decoded) edges neither grow
+    nor shrink the shape.
+    """
+    pixels = frames.astype(np.float64)
     bg = np.array(BACKGROUNDS[background], dtype=np.float64)
-    dist = np.sqrt(np.sum((frames.astype(np.float64) - bg) ** 2, axis=-1))
-    return np.asarray(dist > 60.0)
+    loose = np.sqrt(np.sum((pixels - bg) ** 2, axis=-1)) > 60.0
+    if not loose.any():
+        return loose
+    obj = np.median(pixels[loose], axis=0)
+    direction = obj - bg
+    along = np.sum((pixels - bg) * direction, axis=-1) / max(1e-6, float(direction @ direction))
+    return np.asarray(along > 0.5)
 
 
 def _largest_component(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:

@@ -11,6 +11,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+# The served ``denoiser`` config carries the manifest under this parameter: a client
+# cannot read the server's disk, but it can read a model config over gRPC.
+MANIFEST_PARAMETER = "cinetron_manifest"
+
 
 @dataclass(frozen=True)
 class SchedulerDefaults:
@@ -40,6 +44,9 @@ class ModelManifest:
     negative_prompt: str = ""
     max_denoiser_batch: int = 16
     scheduler: SchedulerDefaults = field(default_factory=SchedulerDefaults)
+    # Facts about the export a user should know, e.g. {"vae_decoder": "frame count fixed
+    # at export; re-export with --frames"}. Informational: no client code branches on it.
+    export_notes: dict[str, str] = field(default_factory=dict)
 
     @property
     def latent_shape(self) -> tuple[int, int, int, int]:

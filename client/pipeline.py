@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -69,29 +70,41 @@ def guided_velocity(
 
 
 class PromptCache:
-    """LRU of prompt embeddings keyed by (model version, prompt text): repeats skip the encoder."""
+    """LRU of prompt embeddings keyed by (model version, prompt text): repeats skip the encoder.
+
+    Thread-safe: the API server shares one cache between its worker threads. The
+    encoder call itself runs outside the lock.
+    """
 
     def __init__(self, capacity: int = 256) -> None:
         self.capacity = capacity
         self._items: OrderedDict[tuple[str, str], PromptEmbeddings] = OrderedDict()
+        self._lock = threading.Lock()
         self.hits = self.misses = 0
 
     def encode(
         self, transport: Transport, prompts: list[str], request_id: str = ""
     ) -> list[PromptEmbeddings]:
         version = transport.manifest.version
-        missing = [p for p in dict.fromkeys(prompts) if (version, p) not in self._items]
-        self.hits += len(prompts) - len(missing)
-        self.misses += len(missing)
+        with self._lock:
+            found = {p: self._get((version, p)) for p in dict.fromkeys(prompts)}
+        missing = [p for p, e in found.items() if e is None]
+        with self._lock:
+            self.hits += len(prompts) - len(missing)
+            self.misses += len(missing)
         if missing:
             encoded = transport.encode_prompt(missing, request_id)
-            for i, prompt in enumerate(missing):
-                self._put((version, prompt), _row(encoded, i))
-        out = []
-        for p in prompts:
-            out.append(self._items[(version, p)])
-            self._items.move_to_end((version, p))
-        return out
+            with self._lock:
+                for i, prompt in enumerate(missing):
+                    found[prompt] = _row(encoded, i)
+                    self._put((version, prompt), found[prompt])  # type: ignore[arg-type]
+        return [found[p] for p in prompts]  # type: ignore[misc]
+
+    def _get(self, key: tuple[str, str]) -> PromptEmbeddings | None:
+        item = self._items.get(key)
+        if item is not None:
+            self._items.move_to_end(key)
+        return item
 
     def _put(self, key: tuple[str, str], value: PromptEmbeddings) -> None:
         if self.capacity <= 0:

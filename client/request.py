@@ -65,12 +65,13 @@ def _text(field: str, value: str | bytes, allow_empty: bool) -> str:
 
 def _number(field: str, value: float, lo: float, hi: float, integer: bool = False) -> None:
     kind = "an integer" if integer else "a number"
+    span = f"{int(lo)} and {int(hi)}" if integer else f"{lo:g} and {hi:g}"
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidArgument(field, f"must be {kind} between {lo:g} and {hi:g}, got {value!r}")
-    if integer and not float(value).is_integer():
-        raise InvalidArgument(field, f"must be an integer between {lo:g} and {hi:g}, got {value}")
+        raise InvalidArgument(field, f"must be {kind} between {span}, got {value!r}")
+    if integer and math.isfinite(value) and not float(value).is_integer():
+        raise InvalidArgument(field, f"must be an integer between {span}, got {value}")
     if not math.isfinite(value) or not lo <= value <= hi:
-        raise InvalidArgument(field, f"must be between {lo:g} and {hi:g}, got {value}")
+        raise InvalidArgument(field, f"must be between {span}, got {value}")
 
 
 def resolve(request: GenerationRequest, manifest: ModelManifest) -> ResolvedRequest:

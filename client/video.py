@@ -40,8 +40,9 @@ def encode_mp4(frames: Frames, fps: int, crf: int = 12) -> bytes:
 def decode_mp4(data: bytes | str | Path) -> Frames:
     """Every frame of an MP4 (bytes or path) as ``[F, H, W, 3]`` uint8."""
     source = io.BytesIO(data) if isinstance(data, bytes) else str(data)
-    with av.open(source) as container:
-        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+    with av.open(source, mode="r") as container:
+        frames = [np.asarray(f.to_ndarray(format="rgb24"), np.uint8) for f in container.decode(video=0)]
+    return np.stack(frames)
 
 
 @contextmanager

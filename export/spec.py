@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from cinetron.client.manifest import ModelManifest
+from cinetron.client.manifest import MANIFEST_PARAMETER, ModelManifest
 
 ModelKind = Literal["onnx", "python", "ensemble"]
 
@@ -102,6 +102,7 @@ def repository_spec(manifest: ModelManifest) -> tuple[ModelSpec, ...]:
             (Tensor("velocity", "TYPE_FP32", latents),),
             mbs,
             tuned_batching=True,
+            parameters={MANIFEST_PARAMETER: manifest.to_json()},
         ),
         ModelSpec(
             "vae_decoder",

@@ -35,16 +35,21 @@ class TrainConfig:
     seed: int = 0
     threads: int = 2
     vae_steps: int = 1500
-    vae_batch: int = 8
-    vae_window: int = 8  # frames per VAE training clip; the VAE is fully convolutional
+    vae_batch: int = 16
+    vae_window: int = 8  # frames per VAE training crop; the VAE is fully convolutional
+    vae_crop: int = 32  # pixels per side of the crop around the object
+    vae_object_weight: float = 5.0
+    vae_finetune: bool = False  # continue from OUT/vae.safetensors
+    vae_decoder_only: bool = False  # fine-tune the decoder alone
     vae_lr: float = 2e-3
     dit_examples: int = 12000
     dit_steps: int = 12000
     dit_minutes: float = 45.0
-    dit_batch: int = 16
+    dit_batch: int = 32
     dit_lr: float = 1e-3
-    dit_width: int = 128
-    dit_depth: int = 5
+    dit_width: int = 160
+    dit_depth: int = 6
+    dit_patch: str = "2,4,4"  # (T, H, W) latent cells per token: 16x16 pixels, like SD3's 2x2 on 8x
     caption_dropout: float = 0.1
     ema: float = 0.999
     log_every: int = 50
@@ -75,22 +80,55 @@ class Logger:
         self.file.flush()
 
 
-def train_vae(cfg: TrainConfig, log: Logger) -> VideoAutoencoder:
+def object_weights(x: torch.Tensor, weight: float) -> torch.Tensor:
+    """``[B, 1, F, H, W]`` loss weights: ``weight`` on the object, 1 on the background.
+
+    The background fills most pixels; without this the VAE learns it first and
+    leaves the object's edges (where triangles and squares differ from circles) soft.
+    """
+    background = x[:, :, :, :1, :1]
+    on_object = (x - background).abs().sum(dim=1, keepdim=True) > 0.1
+    return 1.0 + (weight - 1.0) * on_object.float()
+
+
+def object_crop(clips: np.ndarray, rng: np.random.Generator, window: int, crop: int) -> np.ndarray:
+    """Crops of ``window`` frames and ``crop`` pixels around each clip's object, aligned to
+    the latent grid (2 frames, 4 pixels) so training sees what inference decodes."""
+    out = []
+    for clip in clips:
+        start = int(rng.integers(0, world.FRAMES - window + 1) // 2 * 2)
+        part = clip[start : start + window]
+        differs = np.any(part != part[:1, :1, :1], axis=(0, 3))
+        ys, xs = np.nonzero(differs) if differs.any() else ([world.SIZE // 2], [world.SIZE // 2])
+        jitter = rng.integers(-4, 5, size=2)
+        y0 = int(np.clip((np.mean(ys) - crop / 2 + jitter[0]) // 4 * 4, 0, world.SIZE - crop))
+        x0 = int(np.clip((np.mean(xs) - crop / 2 + jitter[1]) // 4 * 4, 0, world.SIZE - crop))
+        out.append(part[:, y0 : y0 + crop, x0 : x0 + crop])
+    return np.stack(out)
+
+
+def train_vae(cfg: TrainConfig, log: Logger, vae: VideoAutoencoder | None = None) -> VideoAutoencoder:
+    """Train (or, given ``vae``, fine-tune) the autoencoder on object-centred crops."""
     torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
-    vae = VideoAutoencoder(VAEConfig())
-    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
+    rng = np.random.default_rng(cfg.seed + (0 if vae is None else 100))
+    vae = vae or VideoAutoencoder(VAEConfig())
+    vae.train().requires_grad_(True)
+    if cfg.vae_decoder_only:  # keep the latent space (and any DiT trained on it) unchanged
+        vae.encoder.requires_grad_(False)
+    params = [p for p in vae.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.vae_lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.vae_lr, total_steps=cfg.vae_steps)
     bar = tqdm(range(cfg.vae_steps), desc="vae", dynamic_ncols=True)
     for step in bar:
         clips, _ = random_clips(rng, cfg.vae_batch)
-        start = int(rng.integers(0, world.FRAMES - cfg.vae_window + 1) // 2 * 2)
-        x = to_unit(clips[:, start : start + cfg.vae_window])
+        x = to_unit(object_crop(clips, rng, cfg.vae_window, cfg.vae_crop))
         z = vae.encoder(x)
         # Noisy latents teach the decoder to tolerate the DiT's imperfect samples.
         noise = 0.05 * z.detach().std() * torch.randn_like(z)
         recon = vae.decoder(z + noise)
-        loss = F.mse_loss(recon, x) + 0.5 * F.l1_loss(recon, x) + 1e-4 * z.pow(2).mean()
+        w = object_weights(x, cfg.vae_object_weight)
+        err = recon - x
+        loss = (w * (err.pow(2) + 0.5 * err.abs())).mean() + 1e-4 * z.pow(2).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -98,7 +136,9 @@ def train_vae(cfg: TrainConfig, log: Logger) -> VideoAutoencoder:
         if step % cfg.log_every == 0 or step == cfg.vae_steps - 1:
             bar.set_postfix(loss=f"{loss.item():.4f}")
             log.log(stage="vae", step=step, loss=round(loss.item(), 5))
-    vae.eval()
+    vae.eval().requires_grad_(False)
+    if cfg.vae_decoder_only:
+        return vae
     with torch.no_grad():
         clips, _ = random_clips(rng, 128)
         raw = torch.cat([vae.encoder(to_unit(clips[i : i + 16])) for i in range(0, 128, 16)])
@@ -149,7 +189,14 @@ def train_dit(
     latents, embeds, masks = build_dit_dataset(cfg, vae)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed + 2)
-    dit_cfg = DiTConfig(width=cfg.dit_width, depth=cfg.dit_depth, text_dim=TEXT_DIM)
+    patch = tuple(int(p) for p in cfg.dit_patch.split(","))
+    dit_cfg = DiTConfig(
+        width=cfg.dit_width,
+        depth=cfg.dit_depth,
+        text_dim=TEXT_DIM,
+        patch=patch,  # type: ignore[arg-type]
+        max_grid=(8, 8, 8),
+    )
     model = VideoDiT(dit_cfg)
     if cfg.resume:  # continue from the EMA weights of an earlier run
         from cinetron.models.loading import load_dit
@@ -233,13 +280,15 @@ def main(argv: list[str] | None = None) -> None:
     cfg = TrainConfig(**vars(args))
     torch.set_num_threads(cfg.threads)
     log = Logger(cfg.out / "train_log.jsonl")
-    if skip_vae:
-        from cinetron.models.loading import load_vae
+    from cinetron.models.loading import load_vae
 
+    if skip_vae:
         vae = load_vae(cfg.out)
     else:
-        vae = train_vae(cfg, log)
+        vae = train_vae(cfg, log, load_vae(cfg.out) if cfg.vae_finetune else None)
         save_weights(cfg.out, vae, None)
+    if cfg.dit_steps == 0:
+        return
     train_dit_and_save = train_dit(cfg, vae, log, save=lambda ema: save_weights(cfg.out, vae, ema))
     save_weights(cfg.out, vae, train_dit_and_save)
     print(f"weights written to {cfg.out}/")

@@ -17,11 +17,10 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from cinetron.client.errors import ModelError, Unavailable
-from cinetron.client.manifest import ModelManifest
+from cinetron.client.manifest import MANIFEST_PARAMETER, ModelManifest
 from cinetron.client.transports.base import PromptEmbeddings, Transport
 
 DEFAULT_URL = "127.0.0.1:8001"
-MANIFEST_PARAMETER = "cinetron_manifest"
 MANIFEST_MODEL = "denoiser"
 REQUIRED_MODELS = ("encode_prompt", "denoiser", "decode_video")
 
