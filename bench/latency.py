@@ -124,7 +124,8 @@ def step_inputs(transport: Transport, seed: int = 0) -> tuple[np.ndarray, ...]:
     rng = np.random.default_rng(seed)
     emb = transport.encode_prompt([PROMPTS[0], ""])
     latents = rng.standard_normal((2, *m.latent_shape), dtype=np.float32)
-    return latents, np.full(2, 500.0, np.float32), emb.embeds, emb.mask
+    # copies: arrays from a gRPC response are read-only views, which torch warns about
+    return latents, np.full(2, 500.0, np.float32), emb.embeds.copy(), emb.mask.copy()
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
