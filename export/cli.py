@@ -91,6 +91,12 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if any(a == "--from-diffusers" or a.startswith("--from-diffusers=") for a in argv):
+        # A diffusers checkpoint (Wan2.1, ...): its own flags; see export/diffusers_common.py.
+        from cinetron.export.diffusers_common import main as diffusers_main
+
+        return diffusers_main(argv)
     args = parser().parse_args(argv)
     try:
         options = RepositoryOptions(

@@ -411,10 +411,13 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     import importlib
 
-    p = parser()
     families = family_modules()
-    known, _ = p.parse_known_args(argv)
+    # First only --family (no -h here), so that --help lists that family's flags too.
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--family", choices=sorted(families), default="wan")
+    known, _ = pre.parse_known_args(argv)
     family = importlib.import_module(families[known.family])
+    p = parser()
     family.add_arguments(p)
     args = p.parse_args(argv)
     try:
