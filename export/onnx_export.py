@@ -78,6 +78,17 @@ class VaeDecoderForExport(nn.Module):
         return self.vae.decode(latents)
 
 
+class VaeEncoderForExport(nn.Module):
+    """``VideoAutoencoder.encode``: video ``[B, 3, F, H, W]`` in [-1, 1] → normalised latents."""
+
+    def __init__(self, vae: VideoAutoencoder) -> None:
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        return self.vae.encode(video)
+
+
 @dataclass(frozen=True)
 class OnnxModel:
     """One network to export: its module, I/O names and input generators."""
@@ -285,3 +296,37 @@ def export_all(
     finally:
         torch.set_num_threads(threads)
     return results
+
+
+def build_encoder(weights: Path, manifest: ModelManifest) -> OnnxModel:
+    """The optional ``vae_encoder`` (image-to-video, video-to-video), checked like the others."""
+    from cinetron.models import world
+
+    shape = (3, manifest.frames, manifest.height, manifest.width)
+
+    def random(b: int, rng: np.random.Generator) -> Feeds:
+        return {"video": rng.uniform(-1, 1, size=(b, *shape)).astype(np.float32)}
+
+    def real() -> Feeds:
+        rng = np.random.default_rng(0)
+        scenes = [("black", "red", "circle", "left"), ("white", "blue", "triangle", "grows")]
+        clips = np.stack([world.render(world.sample_scene(rng, *s)) for s in scenes])
+        video = clips.astype(np.float32) / 127.5 - 1.0
+        return {"video": np.ascontiguousarray(video.transpose(0, 4, 1, 2, 3))}
+
+    module = VaeEncoderForExport(load_vae(weights)).eval()
+    return OnnxModel("vae_encoder", module, ("video",), "latents", random, real)
+
+
+def export_encoder(
+    weights: Path, manifest: ModelManifest, path: Path, log: Callable[[str], None] = print
+) -> Parity:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        model = build_encoder(weights, manifest)
+        result = check_parity(model, path, export_model(model, path))
+    finally:
+        torch.set_num_threads(threads)
+    log(result.line())
+    return result

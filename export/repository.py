@@ -6,6 +6,7 @@ Layout (the shared contract)::
                                                  means the repository is complete
     <out>/<model>/config.pbtxt                   generated from spec.py
     <out>/{text_encoder,denoiser,vae_decoder}/1/model.onnx
+    <out>/vae_encoder/...                        optional 8th model (image/video → latents)
     <out>/tokenizer/1/tokenizer/tokenizer.json
     <out>/<python model>/1/model.py              copied from the committed model_repository/
     <out>/{encode_prompt,decode_video}/1/        empty: Triton wants a version dir
@@ -19,8 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cinetron.client.manifest import ModelManifest
 from cinetron.export.configs import RepositoryOptions, model_config, write_config
-from cinetron.export.spec import ONNX_MODELS, repository_spec
+from cinetron.export.spec import ENCODER_MODEL, ONNX_MODELS, encoder_spec, repository_spec
 from cinetron.export.tensorrt import build_script, trtexec_command
 
 if TYPE_CHECKING:  # onnx_export imports torch; only the cpu export path needs it
@@ -35,6 +37,7 @@ class ExportReport:
     out: Path
     parity: list[Parity]  # empty when the ONNX files were copied (--onnx-from)
     engine_script: Path | None
+    encoder_parity: Parity | None = None  # the optional vae_encoder; None when copied/absent
 
 
 def _copy(src: Path, dst: Path) -> None:
@@ -97,6 +100,8 @@ def write_repository(
 
         parity = export_all(weights, manifest, onnx_paths, log=log)
 
+    encoder_parity = _write_encoder(out, weights, manifest, options, onnx_from, log)
+
     script = None
     if options.flavour == "gpu" and options.gpu_backend == "tensorrt_plan":
         by_name = {s.name: s for s in specs}
@@ -114,4 +119,36 @@ def write_repository(
         script.chmod(0o755)
 
     (out / "cinetron.json").write_text(manifest.to_json())
-    return ExportReport(out, parity, script)
+    return ExportReport(out, parity, script, encoder_parity)
+
+
+def _write_encoder(
+    out: Path,
+    weights: Path,
+    manifest: ModelManifest,
+    options: RepositoryOptions,
+    onnx_from: Path | None,
+    log: Callable[[str], None],
+) -> Parity | None:
+    """The optional ``vae_encoder``: exported from torch, or copied when ``onnx_from`` has it.
+
+    Its config is written only next to its ONNX file: with ``--model-control-mode=none``
+    a config without a model would stop the whole server from starting.
+    """
+    model_dir = out / ENCODER_MODEL
+    onnx_path = model_dir / "1" / "model.onnx"
+    parity = None
+    if onnx_from is not None:
+        src = onnx_from / ENCODER_MODEL / "1" / "model.onnx"
+        if not src.exists():
+            shutil.rmtree(model_dir, ignore_errors=True)
+            return None
+        _copy(src, onnx_path)
+    else:
+        from cinetron.export.onnx_export import export_encoder
+
+        parity = export_encoder(weights, manifest, onnx_path, log=log)
+    write_config(model_dir, model_config(encoder_spec(manifest), options))
+    if _needs_model_py("onnx", options):
+        _copy(COMMITTED_REPOSITORY / ENCODER_MODEL / "1" / "model.py", model_dir / "1" / "model.py")
+    return parity

@@ -17,6 +17,11 @@ ModelKind = Literal["onnx", "python", "ensemble"]
 # The three networks exported to ONNX; their files live at <model>/1/model.onnx.
 ONNX_MODELS = ("text_encoder", "denoiser", "vae_decoder")
 
+# Optional, beyond the seven: the VAE encoder (video → latents) that image-to-video and
+# video-to-video need. Exporters that can build it add it; clients treat it as optional
+# and say "re-export" when it is missing (client/conditioning.py).
+ENCODER_MODEL = "vae_encoder"
+
 
 @dataclass(frozen=True)
 class Tensor:
@@ -134,3 +139,16 @@ def repository_spec(manifest: ModelManifest) -> tuple[ModelSpec, ...]:
 
 def model_names(manifest: ModelManifest) -> tuple[str, ...]:
     return tuple(m.name for m in repository_spec(manifest))
+
+
+def encoder_spec(manifest: ModelManifest) -> ModelSpec:
+    """``vae_encoder``: video ``[3, F, H, W]`` in [-1, 1] → the normalised latents the DiT
+    works in, ``[C, T, H, W]`` — the inverse of ``vae_decoder``."""
+    video = (3, manifest.frames, manifest.height, manifest.width)
+    return ModelSpec(
+        ENCODER_MODEL,
+        "onnx",
+        (Tensor("video", "TYPE_FP32", video),),
+        (Tensor("latents", "TYPE_FP32", manifest.latent_shape),),
+        manifest.max_denoiser_batch,
+    )
