@@ -79,7 +79,7 @@ demo: $(REPO)/cinetron.json
 	url=$$(sed -n 's/.*event=triton_ready.* grpc=\([^ ]*\).*/\1/p' $(DEMO_LOG)); \
 	echo "tritonserver ready at $$url"; \
 	$(CINETRON) generate "$(PROMPT)" --seed $(SEED) --url $$url --out $(DEMO_OUT) \
-		--gif $(DEMO_OUT:.mp4=.gif) && \
+		--gif $(DEMO_OUT:.mp4=.gif) --judge && \
 	echo "video: $(abspath $(DEMO_OUT))"
 
 # Latency at concurrency 1, every transport side by side; writes bench/results/latency.json.

@@ -12,6 +12,9 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+import numpy.typing as npt
+
 from cinetron.client.errors import Cancelled, InvalidArgument, ModelError, Unavailable
 from cinetron.client.schedulers import SCHEDULERS
 from cinetron.client.transports import Transport, open_transport
@@ -57,6 +60,11 @@ def parser() -> argparse.ArgumentParser:
         help="model repository for --local onnx (default: %(default)s)",
     )
     where.add_argument("--threads", type=int, default=1, help="threads for --local (default 1)")
+    p.add_argument(
+        "--judge",
+        action="store_true",
+        help="shapes model: print what the procedural judge sees in the video",
+    )
     p.add_argument("--request-id", default="", help="sent to Triton as the request id")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -113,6 +121,8 @@ def generate(args: argparse.Namespace) -> Path:
     if args.frames_dir is not None:
         write_frames(args.frames_dir, video.frames)
         extras.append(f"{args.frames_dir}/frame_*.png")
+    if args.judge:
+        print(describe(video.frames, pipeline.manifest.family))
     f, h, w, _ = video.frames.shape
     r = video.request
     print(
@@ -121,6 +131,16 @@ def generate(args: argparse.Namespace) -> Path:
         + "".join(f"\nwrote {e}" for e in extras)
     )
     return out
+
+
+def describe(frames: npt.NDArray[np.uint8], family: str) -> str:
+    """One line of what the shapes world's judge reads back from the frames."""
+    if family != "shapes":
+        return f"judge: only the built-in shapes model can be judged (this is {family!r})"
+    from cinetron.client.judge import judge
+
+    v = judge(frames)
+    return f"judge: background={v.background} color={v.color} shape={v.shape} motion={v.motion}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -173,9 +173,10 @@ def test_cli_writes_an_mp4_that_decodes_to_16_frames(
     out, gif = tmp_path / "video.mp4", tmp_path / "video.gif"
     done = cli(PROMPT, "--seed", "0", "--steps", "6", "--guidance", "4", "--url",
                triton_server.grpc_url, "--out", str(out), "--gif", str(gif),
-               "--frames-dir", str(tmp_path / "frames"))  # fmt: skip
+               "--frames-dir", str(tmp_path / "frames"), "--judge")  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert f"wrote {out}" in done.stdout
+    assert "judge: background=" in done.stdout
     frames = decode_mp4(out)
     assert frames.shape == (16, 64, 64, 3)
     assert decode_mp4(gif).shape == (16, 64, 64, 3)
