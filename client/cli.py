@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from cinetron.client import beyond_cli
 from cinetron.client.errors import Cancelled, InvalidArgument, ModelError, Unavailable
 from cinetron.client.schedulers import SCHEDULERS
 from cinetron.client.transports import Transport, open_transport
@@ -67,6 +68,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--request-id", default="", help="sent to Triton as the request id")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    beyond_cli.add_arguments(p)
     return p
 
 
@@ -95,6 +97,8 @@ def generate(args: argparse.Namespace) -> Path:
         shift=args.shift,
         request_id=args.request_id,
     )
+    if beyond_cli.requested(args):  # long video, storyboard, image/video input, size
+        return beyond_cli.generate(args, request, connect)
     started = time.perf_counter()
     with connect(args) as transport:
         pipeline = Pipeline(transport)

@@ -151,6 +151,16 @@ def decode_image(data: bytes) -> Frames:
         ) from None
 
 
+def encode_png(image: Frames) -> bytes:
+    """``[H, W, 3]`` uint8 RGB → PNG bytes (what ``decode_image`` and the API's image take)."""
+    import av
+
+    ctx = av.CodecContext.create("png", "w")
+    ctx.width, ctx.height, ctx.pix_fmt = image.shape[1], image.shape[0], "rgb24"
+    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+    return b"".join(bytes(p) for p in [*ctx.encode(frame), *ctx.encode(None)])
+
+
 class LatentEncoder(ABC):
     """Where ``vae_encoder`` runs: video ``[B, 3, F, H, W]`` → latents ``[B, C, T, H, W]``."""
 
@@ -251,3 +261,19 @@ def latent_encoder_for(transport: Transport, repo: str | Path | None = None) -> 
     raise InvalidArgument(
         "image", f"no VAE encoder is known for the {kind} transport; use Triton or --local onnx"
     )
+
+
+def supports_image_input(transport: Transport, repo: str | Path | None = None) -> bool:
+    """Whether a VAE encoder is there for ``transport`` (ListModels reports it)."""
+    try:
+        encoder = latent_encoder_for(transport, repo)
+    except InvalidArgument:
+        return False
+    if isinstance(encoder, TritonEncoder):
+        from tritonclient.utils import InferenceServerException
+
+        try:
+            return bool(encoder.transport.client.is_model_ready(ENCODER_MODEL, client_timeout=5.0))
+        except InferenceServerException:
+            return False
+    return True

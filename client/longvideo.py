@@ -43,10 +43,10 @@ from cinetron.client.conditioning import (
 )
 from cinetron.client.errors import InvalidArgument
 from cinetron.client.manifest import ModelManifest
-from cinetron.client.pipeline import Pipeline, Progress, guided_velocity, initial_noise
+from cinetron.client.pipeline import Pipeline, Progress, Video, guided_velocity, initial_noise
 from cinetron.client.request import GenerationRequest, ResolvedRequest, resolve
 from cinetron.client.schedulers import make_scheduler
-from cinetron.client.schedulers.base import Array
+from cinetron.client.schedulers.base import Array, Scheduler
 
 Transition = Literal["cut", "continue"]
 TRANSITIONS: tuple[Transition, ...] = ("cut", "continue")
@@ -139,6 +139,12 @@ def _shots(request: CompositionRequest, manifest: ModelManifest) -> list[tuple[S
         frames = buckets.duration_frames(manifest, request.duration, o)
     elif request.video is not None and request.strength is not None:
         frames = len(request.video)  # video-to-video keeps the input's length
+        if frames > buckets.MAX_DURATION_S * manifest.fps:
+            raise InvalidArgument(
+                "video",
+                f"has {frames} frames; video-to-video takes at most {buckets.MAX_DURATION_S:g} s "
+                f"({int(buckets.MAX_DURATION_S * manifest.fps)} frames); cut it first",
+            )
     elif request.video is not None:
         frames = manifest.frames - o  # extension by one window
     else:
@@ -188,6 +194,29 @@ def _window_frames(video: Frames, start: int, count: int) -> Frames:
     return video[idx]
 
 
+def plan(request: CompositionRequest, manifest: ModelManifest) -> list[Window]:
+    """Every check, before any model call; returns the window plan."""
+    m = manifest
+    buckets.check_size(m, request.width, request.height)
+    params = resolve(request.base, m)
+    if request.image is not None:
+        check_frames("image", request.image[None], m)
+    if request.video is not None:
+        check_frames("video", request.video, m)
+        if len(request.video) < request.overlap * buckets.frame_step(m):
+            raise InvalidArgument(
+                "video", f"needs at least {request.overlap * buckets.frame_step(m)} frames"
+            )
+    if request.strength is not None:
+        if request.video is None:
+            raise InvalidArgument("strength", "applies to video-to-video; send a video too")
+        steps_from(_scheduler(params), request.strength)  # range check
+    if request.image is not None and request.video is not None:
+        raise InvalidArgument("image", "give an image or a video, not both")
+    extend = request.video is not None and request.strength is None
+    return plan_windows(_shots(request, m), m, request.overlap, params.seed, carry_first=extend)
+
+
 class Composer:
     """Runs a ``CompositionRequest`` over a ``Pipeline``'s transport and prompt cache.
 
@@ -209,25 +238,7 @@ class Composer:
 
     def validate(self, request: CompositionRequest) -> list[Window]:
         """Every check, before any model call; returns the window plan."""
-        m = self.manifest
-        buckets.check_size(m, request.width, request.height)
-        params = resolve(request.base, m)
-        if request.image is not None:
-            check_frames("image", request.image[None], m)
-        if request.video is not None:
-            check_frames("video", request.video, m)
-            if len(request.video) < request.overlap * buckets.frame_step(m):
-                raise InvalidArgument(
-                    "video", f"needs at least {request.overlap * buckets.frame_step(m)} frames"
-                )
-        if request.strength is not None:
-            if request.video is None:
-                raise InvalidArgument("strength", "applies to video-to-video; send a video too")
-            steps_from(_scheduler(params), request.strength)  # range check
-        if request.image is not None and request.video is not None:
-            raise InvalidArgument("image", "give an image or a video, not both")
-        extend = request.video is not None and request.strength is None
-        return plan_windows(_shots(request, m), m, request.overlap, params.seed, carry_first=extend)
+        return plan(request, self.manifest)
 
     def total_steps(self, request: CompositionRequest) -> int:
         windows = self.validate(request)
@@ -357,7 +368,7 @@ class Composer:
         )
 
 
-def _scheduler(params: ResolvedRequest):  # type: ignore[no-untyped-def]
+def _scheduler(params: ResolvedRequest) -> Scheduler:
     scheduler = make_scheduler(params.scheduler, params.shift)
     scheduler.set_timesteps(params.steps)
     return scheduler
@@ -403,3 +414,15 @@ def seam_report(video: LongVideo) -> SeamReport:
         float(within.mean()) if len(within) else math.nan,
         len(video.seams),
     )
+
+
+def run_generation(
+    pipeline: Pipeline,
+    request: GenerationRequest | CompositionRequest,
+    on_progress: Callable[[Progress], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> Video | LongVideo:
+    """One entry point for the API server: a plain request is one ``Pipeline`` clip."""
+    if isinstance(request, CompositionRequest):
+        return Composer(pipeline).generate(request, on_progress, should_stop)
+    return pipeline.generate(request, on_progress, should_stop)

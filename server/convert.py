@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import secrets
 
+from cinetron.client import buckets
+from cinetron.client.conditioning import decode_image
 from cinetron.client.errors import InvalidArgument
+from cinetron.client.longvideo import MAX_SHOTS, CompositionRequest, Shot, Transition, plan
 from cinetron.client.manifest import ModelManifest
 from cinetron.client.pipeline import Progress
 from cinetron.client.request import (
@@ -20,8 +23,15 @@ from cinetron.client.request import (
     resolve,
 )
 from cinetron.client.schedulers import SCHEDULERS
+from cinetron.client.video import decode_mp4
 from cinetron.server.engine import Result
 from cinetron.server.stubs import pb
+
+_TRANSITIONS: dict[int, Transition] = {
+    pb.SHOT_TRANSITION_UNSPECIFIED: "cut",
+    pb.SHOT_TRANSITION_CUT: "cut",
+    pb.SHOT_TRANSITION_CONTINUE: "continue",
+}
 
 MAX_IDEMPOTENCY_KEY = 128
 MAX_JOB_PAGE = 500
@@ -39,8 +49,9 @@ def with_seed(msg: pb.GenerateRequest) -> pb.GenerateRequest:
 
 def to_generation_request(
     msg: pb.GenerateRequest, request_id: str, manifest: ModelManifest
-) -> GenerationRequest:
-    """Validate every field (raises ``InvalidArgument`` naming it) and convert."""
+) -> GenerationRequest | CompositionRequest:
+    """Validate every field (raises ``InvalidArgument`` naming it) and convert; requests
+    beyond one clip (duration, shots, image, video, size) become ``CompositionRequest``s."""
     if msg.model and msg.model not in (manifest.family, manifest.version):
         raise InvalidArgument(
             "model",
@@ -50,7 +61,7 @@ def to_generation_request(
     if msg.HasField("seed") and msg.seed < 0:
         raise InvalidArgument("seed", f"must be between 0 and {MAX_SEED}, got {msg.seed}")
     request = GenerationRequest(
-        prompt=msg.prompt,
+        prompt=msg.shots[0].prompt if msg.shots and not msg.prompt else msg.prompt,
         negative_prompt=msg.negative_prompt if msg.HasField("negative_prompt") else None,
         seed=msg.seed if msg.HasField("seed") else 0,
         steps=msg.steps if msg.HasField("steps") else None,
@@ -60,6 +71,50 @@ def to_generation_request(
         request_id=request_id,
     )
     resolve(request, manifest)  # fail before admission, not in a worker
+    if beyond_one_clip(msg):
+        return to_composition_request(msg, request, manifest)
+    return request
+
+
+def beyond_one_clip(msg: pb.GenerateRequest) -> bool:
+    """Whether ``msg`` uses any field of the "beyond one clip" group (fields 9-15)."""
+    return bool(
+        msg.HasField("duration_seconds")
+        or msg.shots
+        or msg.image
+        or msg.input_video
+        or msg.HasField("strength")
+        or msg.width
+        or msg.height
+    )
+
+
+def to_composition_request(
+    msg: pb.GenerateRequest, base: GenerationRequest, manifest: ModelManifest
+) -> CompositionRequest:
+    """Decode the image/video bytes and validate the whole composition (before admission)."""
+    video = None
+    if msg.input_video:
+        try:
+            video = decode_mp4(msg.input_video)
+        except Exception as e:  # PyAV raises many kinds for garbage bytes
+            raise InvalidArgument(
+                "input_video", f"is not a readable MP4 ({type(e).__name__}); send H.264 MP4 bytes"
+            ) from None
+    shots = tuple(
+        Shot(s.prompt, s.duration_seconds, _TRANSITIONS.get(s.transition, "cut")) for s in msg.shots
+    )
+    request = CompositionRequest(
+        base=base,
+        duration=msg.duration_seconds if msg.HasField("duration_seconds") else None,
+        shots=shots,
+        image=decode_image(msg.image) if msg.image else None,
+        video=video,
+        strength=msg.strength if msg.HasField("strength") else None,
+        width=msg.width or None,
+        height=msg.height or None,
+    )
+    plan(request, manifest)
     return request
 
 
@@ -103,7 +158,7 @@ def completed_message(result: Result, include_video: bool = True) -> pb.Complete
     )
 
 
-def model_message(m: ModelManifest) -> pb.Model:
+def model_message(m: ModelManifest, supports_image_input: bool = False) -> pb.Model:
     s = m.scheduler
     return pb.Model(
         name=m.family,
@@ -118,6 +173,9 @@ def model_message(m: ModelManifest) -> pb.Model:
         default_guidance=s.guidance,
         default_shift=s.shift,
         default_negative_prompt=m.negative_prompt,
+        sizes=[pb.Size(width=w, height=h) for w, h in buckets.sizes(m)],
+        max_duration_seconds=buckets.MAX_DURATION_S,
+        supports_image_input=supports_image_input,
     )
 
 
@@ -138,6 +196,8 @@ def limits_message(
         max_concurrency=max_concurrency,
         max_receive_message_bytes=recv,
         max_send_message_bytes=send,
+        max_duration_seconds=buckets.MAX_DURATION_S,
+        max_shots=MAX_SHOTS,
     )
 
 

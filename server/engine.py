@@ -20,6 +20,7 @@ from functools import partial
 from typing import TypeAlias
 
 from cinetron.client.errors import Cancelled, Unavailable
+from cinetron.client.longvideo import CompositionRequest, run_generation
 from cinetron.client.pipeline import Pipeline, Progress
 from cinetron.client.request import GenerationRequest
 from cinetron.client.transports.base import Transport
@@ -112,7 +113,10 @@ class Ticket(Hub):
     """One admitted generation: its request, deadline, stop flag and events."""
 
     def __init__(
-        self, request: GenerationRequest, request_id: str, deadline: float | None = None
+        self,
+        request: GenerationRequest | CompositionRequest,
+        request_id: str,
+        deadline: float | None = None,
     ) -> None:
         super().__init__()
         self.request = request
@@ -289,7 +293,7 @@ class Engine:
             ticket.last_step = p.step
             loop.call_soon_threadsafe(ticket.publish, p)
 
-        video = pipeline.generate(ticket.request, on_progress, ticket.should_stop)
+        video = run_generation(pipeline, ticket.request, on_progress, ticket.should_stop)
         t0 = time.perf_counter()
         mp4 = encode_mp4(video.frames, video.fps)
         timings = dict(video.timings)

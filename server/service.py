@@ -17,6 +17,8 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any, TypeVar
 
 import grpc
+from cinetron.client.conditioning import supports_image_input
+from cinetron.client.manifest import ModelManifest
 from cinetron.client.pipeline import Progress
 from cinetron.server import convert
 from cinetron.server.backend import Backend
@@ -210,7 +212,14 @@ class VideoService(pb_grpc.VideoServiceServicer):
 
     @_rpc
     async def ListModels(self, request: pb.ListModelsRequest, call: _Call) -> pb.ListModelsResponse:
-        return pb.ListModelsResponse(models=[convert.model_message(self.backend.manifest())])
+        return pb.ListModelsResponse(models=[await self._model_message(self.backend.manifest())])
+
+    async def _model_message(self, manifest: ModelManifest) -> pb.Model:
+        """``manifest``'s Model, with whether image/video input is served (asks Triton)."""
+        image = self.backend.ready and await asyncio.to_thread(
+            supports_image_input, self.backend.transport()
+        )
+        return convert.model_message(manifest, supports_image_input=image)
 
     @_rpc
     async def GetInfo(self, request: pb.GetInfoRequest, call: _Call) -> pb.GetInfoResponse:
@@ -223,7 +232,7 @@ class VideoService(pb_grpc.VideoServiceServicer):
                 manifest, c.max_queue, c.max_concurrency, c.max_receive_bytes, c.max_send_bytes
             ),
             schedulers=convert.scheduler_names(),
-            models=[convert.model_message(manifest)] if manifest else [],
+            models=[await self._model_message(manifest)] if manifest else [],
             load=pb.Load(queued=self.engine.queued, running=self.engine.running),
             ready=self.backend.ready,
         )
