@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import errno
 import sqlite3
 import threading
 import time
@@ -226,10 +227,18 @@ class JobManager:
 
     def list(self, size: int, token: str, state: int) -> tuple[list[pb.Job], str]:
         size = convert.page_size(size)
+        if state not in S.values():  # proto3 enums are open: an unknown number arrives as is
+            raise ApiError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"state: unknown JobState {state}; expected one of "
+                f"{', '.join(f'{S.Name(v)} ({v})' for v in S.values())}",
+            )
         before = None
         if token:
             try:
                 before = int(base64.urlsafe_b64decode(token.encode()).decode())
+                if not 0 < before < 2**63:  # SQLite INTEGER range; seq starts at 1
+                    raise ValueError(before)
             except (ValueError, UnicodeDecodeError):
                 raise ApiError(
                     grpc.StatusCode.INVALID_ARGUMENT,
@@ -337,17 +346,33 @@ class JobManager:
                         )
                         last_write = now
                 elif isinstance(event, Finished):
-                    await self._finish(job_id, ticket, event)
+                    event = await self._finish(job_id, ticket, event)
                 hub.publish(event)
         finally:
             self._live.pop(job_id, None)
             self._hubs.pop(job_id, None)
             self._user_cancelled.discard(job_id)
 
-    async def _finish(self, job_id: str, ticket: Ticket, event: Finished) -> None:
+    async def _finish(self, job_id: str, ticket: Ticket, event: Finished) -> Finished:
+        """Store the outcome; returns the event watchers get (a failure if storing failed)."""
         if event.result is not None:
             path = self.store.videos / f"{job_id}.mp4"
-            await asyncio.to_thread(write_bytes_atomic, path, event.result.mp4)
+            try:
+                await asyncio.to_thread(write_bytes_atomic, path, event.result.mp4)
+            except OSError as e:
+                # Disk full or an unwritable data dir: the job ends FAILED with the reason
+                # (an escaping exception would leave it RUNNING and its watchers waiting).
+                # write_bytes_atomic removed its temporary file, so no partial MP4 is left.
+                code = "RESOURCE_EXHAUSTED" if e.errno == errno.ENOSPC else "INTERNAL"
+                self._end(
+                    job_id,
+                    S.JOB_STATE_FAILED,
+                    code,
+                    f"the video was generated but could not be stored at {path}: "
+                    f"{e.strerror or e}; free disk space or make the data dir writable, "
+                    "then submit the job again",
+                )
+                return Finished(error=e)
             completed = convert.completed_message(event.result, include_video=False)
             self.store.update(
                 job_id,
@@ -357,7 +382,7 @@ class JobManager:
                 step=event.result.last_step,
             )
             log("job_succeeded", job_id=job_id, path=path)
-            return
+            return event
         error = event.error
         assert error is not None
         if isinstance(error, Cancelled) and job_id in self._user_cancelled:
@@ -374,6 +399,7 @@ class JobManager:
         else:
             err = to_api_error(error, job_id)
             self._end(job_id, S.JOB_STATE_FAILED, err.code.name, err.message)
+        return event
 
     def _end(self, job_id: str, state: int, code: str, reason: str) -> None:
         self.store.update(job_id, state=state, error_code=code, error_reason=reason)

@@ -14,6 +14,7 @@ from cinetron.client.transports.base import Transport
 from cinetron.server import backend as backends
 from cinetron.server.auth import BearerAuth, TokenSet
 from cinetron.server.config import ServerConfig, from_args
+from cinetron.server.decoding import RejectMalformed
 from cinetron.server.engine import Engine
 from cinetron.server.jobs import JobManager, JobStore
 from cinetron.server.logs import log, setup_logging
@@ -94,10 +95,12 @@ class ApiServer:
             self.jobs.fail_unfinished()
         for service in ("", SERVICE_NAME):
             await self.health.set(service, _NOT_SERVING)
-        interceptors = []
+        interceptors: list[grpc.aio.ServerInterceptor] = []
         if c.auth_enabled:
             tokens = TokenSet(_readable(c.auth_tokens_file, "auth tokens"), c.auth_tokens)
             interceptors.append(BearerAuth(tokens, on_reject=self._count_rejected))
+        # Inside auth: an unauthenticated caller hears UNAUTHENTICATED whatever it sent.
+        interceptors.append(RejectMalformed((f"/{SERVICE_NAME}/",)))
         server = grpc.aio.server(
             interceptors=interceptors,
             options=[
