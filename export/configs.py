@@ -73,6 +73,8 @@ def model_config(spec: ModelSpec, options: RepositoryOptions) -> mc.ModelConfig:
         _io(config.input.add(), tensor)
     for tensor in spec.outputs:
         _io(config.output.add(), tensor)
+    for key, value in spec.parameters.items():  # e.g. the denoiser's cinetron_manifest
+        _kv(config, key, value)
 
     if spec.kind == "ensemble":
         config.platform = "ensemble"
