@@ -298,10 +298,11 @@ def copy_tokenizer(src: Path, out: Path) -> Path:
     return dst / "tokenizer.json"
 
 
-def engine_script(out: Path, manifest: ModelManifest, precisions: dict[str, Precision]) -> Path:
-    """``build_engines.sh``: one trtexec build per ONNX model, at that model's precision."""
+def engine_commands(manifest: ModelManifest, precisions: dict[str, Precision]) -> list[list[str]]:
+    """One trtexec build per ONNX model at that model's precision; the optimisation profile
+    spans batch 1 (min), 2 (opt: one CFG pair) and max_batch_size, every other dim fixed."""
     by_name = {s.name: s for s in repository_spec(manifest)}
-    commands = [
+    return [
         trtexec_command(
             by_name[name],
             Path(name) / "1" / "model.onnx",
@@ -310,8 +311,12 @@ def engine_script(out: Path, manifest: ModelManifest, precisions: dict[str, Prec
         )
         for name in ONNX_MODELS
     ]
+
+
+def engine_script(out: Path, manifest: ModelManifest, precisions: dict[str, Precision]) -> Path:
+    """``build_engines.sh`` beside the repository's models; run it on the GPU node."""
     script = out / "build_engines.sh"
-    script.write_text(build_script(commands))
+    script.write_text(build_script(engine_commands(manifest, precisions)))
     script.chmod(0o755)
     return script
 

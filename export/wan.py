@@ -9,13 +9,16 @@ What each served model holds (tensor names are the shared contract's):
   sdpa path); outputs are zeroed past each prompt's length, as ``WanPipeline`` does
   before handing them to the transformer. Dynamic batch.
 - ``denoiser``: ``WanTransformer3DModel``; ``timestep`` is sigma × 1000 per sample (Wan's
-  own scale), the output is the flow velocity (noise − data). Dynamic batch, latent
-  frames, height and width (so parity is checked on small latents and the same graph
-  serves the exported size).
+  own scale), the output is the flow velocity (noise − data).
 - ``vae_decoder``: ``AutoencoderKLWan.decode`` with the latent de-normalisation
   (``z · std + mean``) baked in, so clients send the latents the transformer works in.
   Its frame count is **fixed at export** (the decoder's causal-cache loop unrolls per
-  latent frame): export once per clip length. Dynamic batch, height and width.
+  latent frame): export once per clip length.
+
+The denoiser and the decoder are exported with symbolic latent frames/height/width,
+so parity is checked on small, cheap latents even for the real model; then every graph
+is pinned to the served shape (``diffusers_common.pin_shapes``), with only the batch
+left dynamic, as the Triton configs declare.
 
 Flavours: ``cpu`` keeps everything fp32; ``gpu`` stores the transformer and the text
 encoder in fp16 (diffusers keeps the transformer's norms/time embedding in fp32; UMT5
@@ -170,7 +173,6 @@ class WanParts:
     text_encoder: nn.Module
     transformer: nn.Module
     vae: nn.Module
-    scheduler_config: dict[str, Any]
     tokenizer_dir: Path
 
 
@@ -205,9 +207,7 @@ def load_parts(checkpoint: Path, precisions: dict[str, Precision]) -> WanParts:
     vae = AutoencoderKLWan.from_pretrained(
         str(checkpoint), subfolder="vae", torch_dtype=dtype[precisions["vae_decoder"]]
     ).eval()
-    scheduler_file = checkpoint / "scheduler" / "scheduler_config.json"
-    scheduler = json.loads(scheduler_file.read_text()) if scheduler_file.exists() else {}
-    return WanParts(text_encoder, transformer, vae, scheduler, _require(checkpoint, "tokenizer"))
+    return WanParts(text_encoder, transformer, vae, _require(checkpoint, "tokenizer"))
 
 
 def precisions_for(options: RepositoryOptions) -> dict[str, Precision]:
@@ -222,22 +222,36 @@ def scheduler_defaults(config: dict[str, Any]) -> SchedulerDefaults:
     return SchedulerDefaults(name=name, steps=DEFAULT_STEPS, guidance=DEFAULT_GUIDANCE, shift=shift)
 
 
+def read_configs(checkpoint: Path) -> dict[str, dict[str, Any]]:
+    """The checkpoint's JSON configs (no weights): enough for the manifest and the
+    geometry check, so a bad ``--frames`` fails before gigabytes are loaded."""
+    _require(checkpoint, "model_index.json")
+    scheduler = checkpoint / "scheduler" / "scheduler_config.json"
+    return {
+        "transformer": json.loads(_require(checkpoint, "transformer", "config.json").read_text()),
+        "text_encoder": json.loads(_require(checkpoint, "text_encoder", "config.json").read_text()),
+        "vae": json.loads(_require(checkpoint, "vae", "config.json").read_text()),
+        "scheduler": json.loads(scheduler.read_text()) if scheduler.exists() else {},
+    }
+
+
 def wan_manifest(
-    checkpoint: Path, parts: WanParts, geometry: WanGeometry, precisions: dict[str, Precision]
+    configs: dict[str, dict[str, Any]],
+    geometry: WanGeometry,
+    precisions: dict[str, Precision],
+    version: str,
+    source: str,
 ) -> ModelManifest:
-    vae_config = parts.vae.config
-    temporal = int(getattr(vae_config, "scale_factor_temporal", 4))
-    spatial = int(getattr(vae_config, "scale_factor_spatial", 8))
-    patch = tuple(int(p) for p in parts.transformer.config.patch_size)
-    assert len(patch) == 3
-    geometry.validate(temporal, spatial, (patch[0], patch[1], patch[2]))
-    c, t, h, w = geometry.latent_shape(int(vae_config.z_dim), temporal, spatial)
-    fingerprint = checkpoint_fingerprint(
-        checkpoint, {"geometry": geometry.__dict__, "precisions": precisions}
-    )
+    """``cinetron.json`` from the configs; raises ``ValueError`` for a clip Wan cannot make."""
+    vae = configs["vae"]
+    temporal = int(vae.get("scale_factor_temporal") or 4)
+    spatial = int(vae.get("scale_factor_spatial") or 8)
+    pt, ph, pw = (int(p) for p in configs["transformer"].get("patch_size", (1, 2, 2)))
+    geometry.validate(temporal, spatial, (pt, ph, pw))
+    c, t, h, w = geometry.latent_shape(int(vae.get("z_dim", 16)), temporal, spatial)
     return ModelManifest(
         family=FAMILY,
-        version=f"{FAMILY}-{fingerprint}",
+        version=version,
         latent_channels=c,
         latent_frames=t,
         latent_height=h,
@@ -247,15 +261,15 @@ def wan_manifest(
         width=geometry.width,
         fps=geometry.fps,
         text_length=geometry.text_length,
-        text_dim=int(parts.text_encoder.config.d_model),
-        patch=(patch[0], patch[1], patch[2]),
+        text_dim=int(configs["text_encoder"]["d_model"]),
+        patch=(pt, ph, pw),
         vae_scale=(temporal, spatial, spatial),
         prediction="flow_velocity",
         negative_prompt=DEFAULT_NEGATIVE_PROMPT,
         max_denoiser_batch=geometry.max_batch,
-        scheduler=scheduler_defaults(parts.scheduler_config),
+        scheduler=scheduler_defaults(configs.get("scheduler", {})),
         export_notes={
-            "source": f"diffusers:{checkpoint.name}",
+            "source": source,
             "vae_decoder": (
                 f"frame count fixed at export ({geometry.frames} frames = {t} latent frames); "
                 "re-export with --frames for another clip length"
@@ -402,9 +416,18 @@ def export_wan(
     """Write a complete repository for ``checkpoint`` into ``out`` (``cinetron.json`` last)."""
     geometry = geometry or WanGeometry()
     precisions = precisions_for(options)
+    fingerprint = checkpoint_fingerprint(
+        checkpoint, {"geometry": geometry.__dict__, "precisions": precisions}
+    )
+    manifest = wan_manifest(
+        read_configs(checkpoint),
+        geometry,
+        precisions,
+        f"{FAMILY}-{fingerprint}",
+        f"diffusers:{checkpoint.name}",
+    )
     torch.manual_seed(0)
     parts = load_parts(checkpoint, precisions)
-    manifest = wan_manifest(checkpoint, parts, geometry, precisions)
     log(
         f"event=wan_manifest version={manifest.version} latents={list(manifest.latent_shape)} "
         f"frames={manifest.frames} size={manifest.width}x{manifest.height}"

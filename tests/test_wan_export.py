@@ -278,3 +278,42 @@ def test_geometry_accepts_wan_clip_shapes() -> None:
     WanGeometry(frames=1, height=16, width=16).validate(4, 8, (1, 2, 2))
     with pytest.raises(ValueError, match="try 81 or 85"):
         WanGeometry(frames=82).validate(4, 8, (1, 2, 2))
+
+
+# --- gpu flavour (structure + fp16 numerics; no GPU needed) ------------------------------
+
+
+@pytest.mark.slow
+def test_gpu_flavour_stores_fp16_networks_close_to_fp32_and_engine_builds(
+    wan_checkpoint: Path, wan_export: WanExport, tmp_path: Path
+) -> None:
+    import onnx
+
+    options = RepositoryOptions(flavour="gpu", gpu_backend="tensorrt_plan")
+    gpu = export_wan(wan_checkpoint, tmp_path / "gpu", options, GEOMETRY, log=print)
+    for name, want in (("text_encoder", True), ("denoiser", True), ("vae_decoder", False)):
+        model = onnx.load(str(gpu.out / name / "1" / "model.onnx"))
+        has_fp16 = any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer)
+        assert has_fp16 == want, name
+        config = read_config(gpu.out / name / "config.pbtxt")
+        assert (
+            config.platform == "tensorrt_plan" and not (gpu.out / name / "1" / "model.py").exists()
+        )
+    lines = (gpu.out / "build_engines.sh").read_text().splitlines()
+    builds = {line.split("--onnx=")[1].split("/")[0]: line for line in lines if "trtexec" in line}
+    assert "--fp16" in builds["denoiser"] and "--fp16" in builds["text_encoder"]
+    assert "--fp16" not in builds["vae_decoder"]  # diffusers decodes Wan in fp32
+    assert "--maxShapes=latents:4x16x2x4x4" in builds["denoiser"]
+
+    # The fp16 denoiser approximates the fp32 one (served by the cpu flavour) on real inputs.
+    rng = np.random.default_rng(0)
+    feeds = {
+        "latents": rng.standard_normal((2, 16, 2, 4, 4), dtype=np.float32),
+        "timestep": np.array([999.0, 300.0], np.float32),
+        "text_embeds": rng.standard_normal((2, 16, 32), dtype=np.float32),
+        "text_mask": np.ones((2, 16), np.int64),
+    }
+    half = ort_session(gpu.out / "denoiser" / "1" / "model.onnx").run(["velocity"], feeds)[0]
+    full = ort_session(wan_export.out / "denoiser" / "1" / "model.onnx").run(["velocity"], feeds)[0]
+    assert np.abs(half - full).max() < 2e-2 * max(1.0, np.abs(full).max())
+    assert ModelManifest.load(gpu.out).export_notes["precision"].startswith("text_encoder=fp16")
