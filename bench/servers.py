@@ -1,0 +1,170 @@
+"""The servers a benchmark runs against: Triton on a (tuned copy of a) model repository
+and the public API server as its own process, both on free loopback ports.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from cinetron.tritonserver import TritonServer
+
+
+@dataclass(frozen=True)
+class DenoiserKnobs:
+    """Serving knobs of the ``denoiser`` model; ``None`` keeps what the repository has.
+
+    ``batching=False`` removes the dynamic batcher: every call runs alone.
+    """
+
+    instances: int | None = None
+    threads: int | None = None  # onnxruntime intra-op threads per instance
+    delay_us: int | None = None  # dynamic batcher max_queue_delay_microseconds
+    preferred: tuple[int, ...] | None = None  # preferred batch sizes (samples)
+    batching: bool = True
+
+    def label(self) -> str:
+        parts = []
+        if not self.batching:
+            parts.append("no dynamic batching")
+        if self.instances is not None:
+            parts.append(f"instances={self.instances}")
+        if self.threads is not None:
+            parts.append(f"threads={self.threads}")
+        if self.delay_us is not None:
+            parts.append(f"delay={self.delay_us}us")
+        if self.preferred is not None:
+            parts.append("preferred=" + ",".join(map(str, self.preferred)))
+        return " ".join(parts) or "as exported"
+
+
+def _link_onnx(src: str, dst: str) -> None:
+    # ONNX files are the big part and never change between variants: link them.
+    if src.endswith(".onnx"):
+        os.symlink(os.path.abspath(src), dst)
+    else:
+        shutil.copy2(src, dst)
+
+
+def repository_variant(repo: Path, out: Path, knobs: DenoiserKnobs) -> Path:
+    """A copy of ``repo`` at ``out`` whose denoiser ``config.pbtxt`` carries ``knobs``.
+
+    The config is edited as a ``ModelConfig`` protobuf (the export's own reader and
+    writer), so the variant is exactly what ``cinetron export`` would write with those
+    options; the ONNX files are symlinked, not copied.
+    """
+    from cinetron.export.configs import read_config, write_config
+
+    if out.exists():
+        shutil.rmtree(out)
+    shutil.copytree(
+        repo, out, copy_function=_link_onnx, ignore=shutil.ignore_patterns("__pycache__")
+    )
+    model_dir = out / "denoiser"
+    config = read_config(model_dir / "config.pbtxt")
+    if knobs.instances is not None:
+        config.instance_group[0].count = knobs.instances
+    if knobs.threads is not None:
+        config.parameters["intra_op_threads"].string_value = str(knobs.threads)
+    if not knobs.batching:
+        config.ClearField("dynamic_batching")
+    else:
+        if knobs.delay_us is not None:
+            config.dynamic_batching.max_queue_delay_microseconds = knobs.delay_us
+        if knobs.preferred is not None:
+            del config.dynamic_batching.preferred_batch_size[:]
+            config.dynamic_batching.preferred_batch_size.extend(knobs.preferred)
+    write_config(model_dir, config)
+    return out
+
+
+@contextmanager
+def triton(repo: Path, knobs: DenoiserKnobs | None = None) -> Iterator[TritonServer]:
+    """Triton on ``repo`` (or on a variant with ``knobs``), stopped on exit."""
+    with tempfile.TemporaryDirectory(prefix="cinetron-bench-") as tmp:
+        served = repo if knobs is None else repository_variant(repo, Path(tmp) / "repo", knobs)
+        with TritonServer(served, ready_timeout=180) as server:
+            yield server
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ApiProcess:
+    """``cinetron serve-api`` as its own process (as deployed) on a free loopback port."""
+
+    def __init__(self, triton_url: str, max_concurrency: int, max_queue: int, data_dir: Path,
+                 log_path: Path) -> None:  # fmt: skip
+        self.address = f"127.0.0.1:{free_port()}"
+        self.log_path = log_path
+        cmd = [
+            sys.executable, "-m", "cinetron", "serve-api", "--address", self.address,
+            "--triton-url", triton_url, "--data-dir", str(data_dir), "--metrics-port", "0",
+            "--max-concurrency", str(max_concurrency), "--max-queue", str(max_queue),
+            "--log-level", "warning",
+        ]  # fmt: skip
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CINETRON_AUTH")}
+        with open(log_path, "ab") as log:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def log_tail(self, lines: int = 30) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def wait_serving(self, timeout: float = 120.0) -> None:
+        """Until grpc.health.v1 says SERVING (the API has a transport to Triton)."""
+        import grpc
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        deadline = time.monotonic() + timeout
+        with grpc.insecure_channel(self.address) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"serve-api exited early:\n{self.log_tail()}")
+                try:
+                    status = health.Check(health_pb2.HealthCheckRequest(), timeout=2.0).status
+                    if status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                except grpc.RpcError:
+                    pass
+                time.sleep(0.2)
+        raise RuntimeError(f"serve-api not SERVING after {timeout:.0f} s:\n{self.log_tail()}")
+
+    def stop(self, timeout: float = 20.0) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@contextmanager
+def api_server(triton_url: str, max_concurrency: int, max_queue: int = 64) -> Iterator[ApiProcess]:
+    """The API server in front of ``triton_url``, SERVING, stopped on exit."""
+    with tempfile.TemporaryDirectory(prefix="cinetron-api-") as tmp:
+        api = ApiProcess(triton_url, max_concurrency, max_queue, Path(tmp) / "data",
+                         Path(tmp) / "serve-api.log")  # fmt: skip
+        try:
+            api.wait_serving()
+            yield api
+        finally:
+            api.stop()

@@ -1,0 +1,147 @@
+"""``cinetron bench sweep``: the denoiser's serving knobs, one at a time, and what each does.
+
+Each variant is the exported repository with one change to the denoiser's
+``config.pbtxt`` (the same fields ``cinetron export`` writes from its flags):
+
+| knob | export flag | config field |
+|---|---|---|
+| instances | ``--denoiser-instances`` | ``instance_group.count`` |
+| ORT intra-op threads | ``--threads`` | ``parameters.intra_op_threads`` |
+| batcher delay | ``--max-queue-delay-us`` | ``dynamic_batching.max_queue_delay_microseconds`` |
+| preferred sizes | ``--preferred-batch-sizes`` | ``dynamic_batching.preferred_batch_size`` |
+| step batching off | (no flag: a measurement) | no ``dynamic_batching``: every call runs alone |
+
+For every variant: a fresh tritonserver, then the client (``Pipeline`` over Triton gRPC)
+at concurrency 1 and at the highest concurrency, reporting videos/minute, latency, the
+average Triton batch and the CPU cores kept busy. Prints a table and writes
+``bench/results/sweep.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from cinetron.bench.metrics import BatchStats, CpuMeter, Snapshot, triton_processes
+from cinetron.bench.servers import DenoiserKnobs, triton
+from cinetron.bench.throughput import (
+    machine,
+    pipeline_generate,
+    progress,
+    run_point,
+    workload_prompts,
+)
+
+RESULTS = Path(__file__).resolve().parent / "results" / "sweep.json"
+
+VARIANTS: dict[str, DenoiserKnobs] = {
+    "as exported": DenoiserKnobs(),
+    "step batching off": DenoiserKnobs(batching=False),
+    "delay 0 us": DenoiserKnobs(delay_us=0),
+    "delay 5000 us": DenoiserKnobs(delay_us=5000),
+    "preferred 16 only, delay 5000 us": DenoiserKnobs(preferred=(16,), delay_us=5000),
+    "2 instances × 1 thread": DenoiserKnobs(instances=2, threads=1),
+    "1 instance × 2 threads": DenoiserKnobs(instances=1, threads=2),
+}
+
+
+def measure(repo: Path, name: str, knobs: DenoiserKnobs, args: argparse.Namespace,
+            prompts: list[str], offset: int) -> dict[str, Any]:  # fmt: skip
+    from cinetron.client.transports import open_transport
+
+    out: dict[str, Any] = {"variant": name, "knobs": knobs.label(), "points": []}
+    with triton(repo, knobs) as server, open_transport("triton", url=server.grpc_url) as transport:
+        generate = pipeline_generate(transport, args.steps)
+        run_point(generate, 1, [(prompts[-1], 99_999)])  # warm-up
+        meter = CpuMeter({"bench": os.getpid(), **triton_processes(server.pid)})
+        for concurrency in args.concurrency:
+            n = max(args.min_videos, args.videos_per_caller * concurrency)
+            jobs = [(prompts[(offset + i) % len(prompts)], offset + i) for i in range(n)]
+            offset += n
+            before = Snapshot.take(server.metrics_url, server.grpc_url)
+            meter.start()
+            point = run_point(generate, concurrency, jobs)
+            cpu = meter.stop()
+            point["triton_denoiser"] = BatchStats.between(
+                before, Snapshot.take(server.metrics_url, server.grpc_url)
+            ).as_dict()
+            point["cpu_s"] = cpu
+            point["cpu_cores_busy"] = sum(cpu.values()) / point["wall_s"]
+            out["points"].append(point)
+            progress(f"{name}: c={concurrency} {point['videos_per_min']:.1f} videos/min")
+    return out
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    load_before = os.getloadavg()
+    prompts = workload_prompts()
+    chosen = {k: v for k, v in VARIANTS.items() if not args.only or k in args.only}
+    results = []
+    for i, (name, knobs) in enumerate(chosen.items()):
+        results.append(measure(args.repo, name, knobs, args, prompts, offset=1000 * i))
+    print(file=sys.stderr)
+    return {
+        "machine": machine(load_before),
+        "workload": {
+            "steps": args.steps,
+            "concurrency": args.concurrency,
+            "videos_per_point": {
+                str(c): max(args.min_videos, args.videos_per_caller * c) for c in args.concurrency
+            },
+            "mode": "client → Triton gRPC, MP4 out, unique prompts",
+        },
+        "variants": results,
+    }
+
+
+def table(report: dict[str, Any]) -> str:
+    cs = report["workload"]["concurrency"]
+    lo, hi = cs[0], cs[-1]
+    lines = [
+        f"serving knobs (denoiser), client → Triton gRPC, {report['workload']['steps']} steps, "
+        f"{report['machine']['cpus']} CPUs, load average "
+        f"{report['machine']['loadavg_1m_before_after'][0]:.1f}",
+        f"{'variant':<34}{f'c{lo} s/video':>12}{f'c{hi} vid/min':>13}{f'c{lo} vid/min':>13}"
+        f"{'×':>6}{f'c{hi} batch':>9}{f'c{hi} p95 s':>10}{'cores':>7}",
+    ]
+    for v in report["variants"]:
+        by = {p["concurrency"]: p for p in v["points"]}
+        a, b = by[lo], by[hi]
+        lines.append(
+            f"{v['variant']:<34}{a['latency_s']['p50']:>12.3f}{b['videos_per_min']:>13.1f}"
+            f"{a['videos_per_min']:>13.1f}{b['videos_per_min'] / a['videos_per_min']:>6.2f}"
+            f"{b['triton_denoiser']['avg_batch_size']:>9.1f}{b['latency_s']['p95']:>10.2f}"
+            f"{b['cpu_cores_busy']:>7.2f}"
+        )
+    return "\n".join(lines)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cinetron bench sweep", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("--repo", type=Path, default=Path("model_repository"), help="exported repo")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
+    p.add_argument("--min-videos", type=int, default=6)
+    p.add_argument("--videos-per-caller", type=int, default=2)
+    p.add_argument("--only", nargs="*", default=[], choices=list(VARIANTS), help="variants to run")
+    p.add_argument("--out", type=Path, default=RESULTS, help="JSON results path")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from cinetron.bench.latency import write_json
+
+    args = parser().parse_args(argv)
+    report = run(args)
+    write_json(args.out, report)
+    print(table(report))
+    print(f"\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,214 @@
+"""The benchmark code's arithmetic, without servers: FLOP counting against hand counts on
+tiny ONNX graphs, Triton metric parsing and batch statistics, the tuned repository
+variants, the load test's phase report and loopback guard, and py-spy summaries.
+No timing assertions: benchmarks print numbers, tests check the code that makes them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from cinetron.bench.flops import conv_flops, count_flops, gemm_flops, matmul_flops
+from cinetron.bench.loadtest import check_loopback, phase_summary
+from cinetron.bench.metrics import BatchStats, Snapshot, model_counters
+from cinetron.bench.profile import summarise
+from cinetron.bench.servers import DenoiserKnobs, repository_variant
+from cinetron.bench.throughput import percentiles, workload_prompts
+from cinetron.client.manifest import ModelManifest
+from cinetron.export.configs import RepositoryOptions, model_config, read_config, write_config
+from cinetron.export.spec import repository_spec
+
+
+def _init(name: str, shape: tuple[int, ...]) -> onnx.TensorProto:
+    return numpy_helper.from_array(np.full(shape, 0.1, np.float32), name)
+
+
+def tiny_graph() -> onnx.ModelProto:
+    """x [B, 6] → Gemm(transB) → Reshape to [B, 2, 3] (shape computed at run time)
+    → MatMul [3, 5] → Reshape to [B, 1, 2, 5] → Conv 3×3 (4 → ... channels) → y.
+
+    Hand count at batch B:
+      Gemm   [B,6]·[6,6]ᵀ            2·B·6·6      = 72·B
+      MatMul [B,2,3]@[3,5]           2·B·2·5·3    = 60·B
+      Conv   in [B,1,2,5], w [4,1,3,3], pads 1 → out [B,4,2,5]
+                                     2·(B·4·2·5)·1·9 = 720·B
+    """
+    nodes = [
+        helper.make_node("Gemm", ["x", "w_gemm"], ["g"], transB=1),
+        helper.make_node("Shape", ["x"], ["x_shape"]),
+        helper.make_node("Gather", ["x_shape", "zero"], ["b"], axis=0),
+        helper.make_node("Concat", ["b", "two_three"], ["shape3"], axis=0),
+        helper.make_node("Reshape", ["g", "shape3"], ["g3"]),
+        helper.make_node("MatMul", ["g3", "w_mm"], ["m"]),
+        helper.make_node("Concat", ["b", "one_two_five"], ["shape4"], axis=0),
+        helper.make_node("Reshape", ["m", "shape4"], ["m4"]),
+        helper.make_node("Conv", ["m4", "w_conv"], ["y"], pads=[1, 1, 1, 1]),
+    ]
+    inits = [
+        _init("w_gemm", (6, 6)),
+        _init("w_mm", (3, 5)),
+        _init("w_conv", (4, 1, 3, 3)),
+        numpy_helper.from_array(np.array([0], np.int64), "zero"),
+        numpy_helper.from_array(np.array([2, 3], np.int64), "two_three"),
+        numpy_helper.from_array(np.array([1, 2, 5], np.int64), "one_two_five"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tiny",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_flop_count_of_a_tiny_graph_matches_the_hand_count(batch: int, tmp_path: Path) -> None:
+    path = tmp_path / "tiny.onnx"
+    onnx.save(tiny_graph(), str(path))
+    count = count_flops(path, batch=batch)
+    assert count.by_op == {"Gemm": 72 * batch, "MatMul": 60 * batch, "Conv": 720 * batch}
+    assert count.total == 852 * batch
+    assert count.nodes == {"MatMul": 1, "Gemm": 1, "Conv": 1}
+
+
+def test_matmul_flops_broadcast_and_vectors() -> None:
+    assert matmul_flops([2, 3], [3, 4]) == 2 * 2 * 4 * 3
+    # attention scores: [B, heads, N, d] @ [B, heads, d, N]
+    assert matmul_flops([2, 4, 16, 8], [2, 4, 8, 16]) == 2 * 2 * 4 * 16 * 16 * 8
+    assert matmul_flops([5, 7, 3], [3, 2]) == 2 * 5 * 7 * 2 * 3  # weights broadcast
+    assert matmul_flops([3], [3, 4]) == 2 * 4 * 3  # vector @ matrix
+    with pytest.raises(ValueError, match="inner dimensions"):
+        matmul_flops([2, 3], [4, 5])
+
+
+def test_gemm_and_conv_flops() -> None:
+    assert gemm_flops([4, 6], [6, 5], False, False) == 2 * 4 * 5 * 6
+    assert gemm_flops([6, 4], [5, 6], True, True) == 2 * 4 * 5 * 6
+    with pytest.raises(ValueError, match="inner dimensions"):
+        gemm_flops([4, 6], [5, 6], False, False)
+    # grouped conv: weight [C_out, C_in/group, k, k] already holds C_in/group
+    assert conv_flops([8, 2, 3, 3], [1, 8, 4, 4], group=4) == 2 * (8 * 4 * 4) * 2 * 9
+
+
+METRICS = """# HELP nv_inference_count Number of inferences performed
+# TYPE nv_inference_count counter
+nv_inference_count{model="denoiser",version="1"} 40
+nv_inference_count{model="vae_decoder",version="1"} 3
+nv_inference_exec_count{model="denoiser",version="1"} 5
+nv_inference_request_success{model="denoiser",version="1"} 20
+nv_inference_request_failure{model="denoiser",reason="BACKEND",version="1"} 1
+nv_inference_request_failure{model="denoiser",reason="REJECTED",version="1"} 2
+nv_inference_queue_duration_us{model="denoiser",version="1"} 30000
+"""
+
+
+def test_model_counters_read_one_model_and_sum_failure_reasons() -> None:
+    c = model_counters(METRICS, "denoiser")
+    assert c["nv_inference_count"] == 40
+    assert c["nv_inference_exec_count"] == 5
+    assert c["nv_inference_request_failure"] == 3
+    assert model_counters(METRICS, "vae_decoder")["nv_inference_count"] == 3
+    assert model_counters(METRICS, "nope")["nv_inference_count"] == 0
+
+
+def test_batch_stats_between_two_snapshots() -> None:
+    before = Snapshot(model_counters("", "denoiser"), {2: (1, 10_000_000)})
+    after = Snapshot(model_counters(METRICS, "denoiser"), {2: (2, 20_000_000), 16: (4, 4e8)})
+    s = BatchStats.between(before, after)
+    assert s.avg_batch_size == 8.0  # 40 samples in 5 executions
+    assert s.requests_per_execution == 4.0
+    assert s.queue_ms_per_request == pytest.approx(1.5)
+    assert s.histogram == {2: 1, 16: 4}
+    assert s.compute_s == pytest.approx(0.41)
+    assert json.dumps(s.as_dict())  # the report is JSON
+
+
+def denoiser_config_dir(tmp_path: Path) -> Path:
+    manifest = ModelManifest(family="t", version="v", latent_channels=4, latent_frames=2,
+                             latent_height=4, latent_width=4, frames=4, height=16, width=16,
+                             fps=8, text_length=8, text_dim=16)  # fmt: skip
+    spec = next(m for m in repository_spec(manifest) if m.name == "denoiser")
+    repo = tmp_path / "repo"
+    write_config(repo / "denoiser", model_config(spec, RepositoryOptions()))
+    (repo / "denoiser" / "1").mkdir()
+    (repo / "denoiser" / "1" / "model.onnx").write_bytes(b"onnx bytes")
+    (repo / "cinetron.json").write_text(manifest.to_json())
+    return repo
+
+
+def test_repository_variant_edits_only_the_denoiser_knobs(tmp_path: Path) -> None:
+    repo = denoiser_config_dir(tmp_path)
+    knobs = DenoiserKnobs(instances=2, threads=3, delay_us=2500, preferred=(8, 16))
+    out = repository_variant(repo, tmp_path / "variant", knobs)
+    config = read_config(out / "denoiser" / "config.pbtxt")
+    assert config.instance_group[0].count == 2
+    assert config.parameters["intra_op_threads"].string_value == "3"
+    assert config.dynamic_batching.max_queue_delay_microseconds == 2500
+    assert list(config.dynamic_batching.preferred_batch_size) == [8, 16]
+    assert "cinetron_manifest" in config.parameters  # the rest is kept
+    onnx_file = out / "denoiser" / "1" / "model.onnx"
+    assert onnx_file.is_symlink() and onnx_file.read_bytes() == b"onnx bytes"
+    original = read_config(repo / "denoiser" / "config.pbtxt")
+    assert original.instance_group[0].count == 1  # the source is untouched
+
+
+def test_repository_variant_can_turn_step_batching_off(tmp_path: Path) -> None:
+    repo = denoiser_config_dir(tmp_path)
+    out = repository_variant(repo, tmp_path / "off", DenoiserKnobs(batching=False))
+    config = read_config(out / "denoiser" / "config.pbtxt")
+    assert not config.HasField("dynamic_batching")
+    assert config.max_batch_size == 16  # still takes a CFG batch of 2 in one call
+    assert DenoiserKnobs(batching=False).label() == "no dynamic batching"
+
+
+def test_workload_prompts_are_unique_and_never_colour_on_same_background() -> None:
+    prompts = workload_prompts()
+    assert len(prompts) == len(set(prompts)) == 8 * 3 * 7 * 3 - 3 * 7  # no white on white
+    assert not any("white" in p.split(" on a ")[0] and "white background" in p for p in prompts)
+
+
+def test_percentiles() -> None:
+    p = percentiles([float(x) for x in range(1, 101)])
+    assert p["p50"] == pytest.approx(50.5)
+    assert p["p99"] == pytest.approx(99.01)
+    assert np.isnan(percentiles([])["p95"])
+
+
+def test_load_test_phase_summary_counts_errors_by_code() -> None:
+    records = [
+        {"end_s": 1.0, "latency_s": 1.0, "first_progress_s": 0.1, "code": "OK"},
+        {"end_s": 12.0, "latency_s": 2.0, "first_progress_s": 0.2, "code": "OK"},
+        {"end_s": 15.0, "latency_s": 3.0, "first_progress_s": None, "code": "RESOURCE_EXHAUSTED"},
+        {"end_s": 18.0, "latency_s": 4.0, "first_progress_s": 0.3, "code": "OK"},
+    ]
+    steady = phase_summary(records, 10.0, 20.0)
+    assert steady["completed"] == 2 and steady["errors"] == 1
+    assert steady["errors_by_code"] == {"RESOURCE_EXHAUSTED": 1}
+    assert steady["videos_per_min"] == pytest.approx(12.0)  # 2 videos in 10 s
+    assert steady["latency_s"]["p50"] == pytest.approx(3.0)
+    assert phase_summary(records, 0.0, 10.0)["completed"] == 1
+
+
+def test_load_test_only_targets_loopback() -> None:
+    check_loopback("127.0.0.1:50051")
+    check_loopback("localhost:50051")
+    with pytest.raises(SystemExit, match="not a loopback address"):
+        check_loopback("10.1.2.3:50051")
+    with pytest.raises(SystemExit, match="host:port"):
+        check_loopback("127.0.0.1")
+
+
+def test_py_spy_summary_ranks_self_time() -> None:
+    raw = "main (a.py:1);run (ort.py:9) 150\nmain (a.py:1);encode (v.py:3) 50\nbad line\n"
+    s = summarise(raw, seconds=4.0)
+    assert s["samples"] == 200
+    assert s["busy_fraction"] == pytest.approx(0.5)  # 200 of 400 possible samples at 100 Hz
+    assert s["top_self"][0] == {"frame": "run (ort.py:9)", "share": 0.75}

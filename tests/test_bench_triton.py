@@ -1,0 +1,75 @@
+"""Smoke tests of the benchmarks against the real tritonserver fixture: tiny workloads
+(2 steps, a few videos) through the client, the API and Locust, checking that what the
+benchmarks report is what happened (videos made, Triton's counters moved, no errors).
+No timing assertions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cinetron.bench.flops import count_flops
+from cinetron.bench.loadtest import main as loadtest_main
+from cinetron.bench.metrics import BatchStats, Snapshot, triton_processes
+from cinetron.bench.servers import api_server
+from cinetron.bench.throughput import api_generate, pipeline_generate, run_point
+from cinetron.client.transports.triton_grpc import TritonGrpcTransport
+
+pytestmark = pytest.mark.triton
+
+STEPS = 2
+
+
+def test_client_point_reports_videos_and_triton_batches(triton_server) -> None:
+    jobs = [("a red circle moving up on a black background", i) for i in range(4)]
+    with TritonGrpcTransport(triton_server.grpc_url) as transport:
+        before = Snapshot.take(triton_server.metrics_url, triton_server.grpc_url)
+        point = run_point(pipeline_generate(transport, STEPS), 2, jobs)
+        after = Snapshot.take(triton_server.metrics_url, triton_server.grpc_url)
+    assert point["errors"] == 0, point["error_examples"]
+    assert point["videos"] == 4
+    stats = BatchStats.between(before, after)
+    # Every step is one denoiser call carrying CFG's cond + uncond (2 samples).
+    assert stats.requests == 4 * STEPS
+    assert stats.samples == 2 * stats.requests
+    assert 2.0 <= stats.avg_batch_size <= 2.0 * 2  # 2 callers: at most both in one batch
+    assert sum(stats.histogram.values()) == stats.executions
+    assert stats.compute_s > 0
+
+
+def test_triton_processes_name_the_denoiser_stub(triton_server) -> None:
+    names = triton_processes(triton_server.pid)
+    assert names["tritonserver"] == triton_server.pid
+    assert "stub:denoiser" in names and "stub:vae_decoder" in names
+
+
+def test_api_point_and_load_test_against_the_api(triton_server, tmp_path: Path) -> None:
+    with api_server(triton_server.grpc_url, max_concurrency=2) as api:
+        generate, close = api_generate(api.address, STEPS)
+        try:
+            point = run_point(generate, 2, [("a blue square growing on a gray background", 1)] * 2)
+        finally:
+            close()
+        assert point["errors"] == 0, point["error_examples"]
+        assert point["videos"] == 2 and point["first_progress_ms"]["p50"] > 0
+
+        out = tmp_path / "loadtest.json"
+        code = loadtest_main([
+            "--address", api.address, "--users", "2", "--ramp-s", "1", "--steady-s", "20",
+            "--max-requests", "4", "--steps", str(STEPS), "--timeout-s", "60",
+            "--out", str(out),
+        ])  # fmt: skip
+    report = json.loads(out.read_text())
+    assert code == 0
+    assert report["calls_started"] == 4 and report["stopped_by"] == "request budget"
+    assert report["total"]["completed"] == 4 and report["total"]["errors"] == 0
+    assert (tmp_path / "loadtest_stats.csv").exists()  # Locust's own stats beside it
+
+
+def test_denoiser_flops_scale_with_the_batch(model_repository: Path) -> None:
+    path = model_repository / "denoiser" / "1" / "model.onnx"
+    one, two = count_flops(path, batch=1), count_flops(path, batch=2)
+    assert one.nodes["MatMul"] > 0 and one.total > 0
+    assert two.total == 2 * one.total  # every counted op is per sample
