@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from cinetron.models.world import BACKGROUNDS, COLORS, SHAPES, TRAVEL_PX, shape_mask
+from cinetron.models.world import BACKGROUNDS, COLORS, SHAPES, TRAVEL_PX
 
 Frames = npt.NDArray[np.uint8]  # [F, H, W, 3]
 
@@ -88,18 +88,34 @@ def judge_color(frames: Frames, masks: npt.NDArray[np.bool_], background: str) -
     return _nearest(np.median(pixels, axis=0), candidates)
 
 
+def shape_templates(
+    x0: float, y0: float, width: float, height: float, shape: tuple[int, int]
+) -> dict[str, npt.NDArray[np.bool_]]:
+    """Each world shape stretched to fill the box (x0, y0, width, height).
+
+    Fitting width and height separately keeps the templates honest when a decoder
+    smears a moving object along its path (a square 18 wide and 16 tall is still a square).
+    """
+    ys, xs = np.mgrid[0 : shape[0], 0 : shape[1]].astype(np.float64) + 0.5
+    u = (xs - (x0 + width / 2)) / (width / 2)
+    v = (ys - (y0 + height / 2)) / (height / 2)
+    inside = (np.abs(u) <= 1) & (np.abs(v) <= 1)
+    return {
+        "circle": np.asarray(u**2 + v**2 <= 1),
+        "square": np.asarray(inside),
+        "triangle": np.asarray(inside & (np.abs(u) <= (v + 1) / 2)),
+    }
+
+
 def judge_shape(mask: npt.NDArray[np.bool_]) -> str:
     """Best intersection-over-union against each shape fitted to the blob's bounding box."""
     ys, xs = np.nonzero(mask)
     if len(xs) < 6:
         return "none"
-    size = float(max(xs.max() - xs.min() + 1, ys.max() - ys.min() + 1))
-    x, y = (xs.max() + xs.min() + 1) / 2, (ys.max() + ys.min() + 1) / 2
-    h, w = mask.shape
-    ious = []
-    for shape in SHAPES:
-        template = shape_mask(shape, x, y, size, h, w)
-        ious.append(np.sum(template & mask) / max(1, np.sum(template | mask)))
+    x0, y0 = float(xs.min()), float(ys.min())
+    width, height = float(xs.max() + 1 - x0), float(ys.max() + 1 - y0)
+    templates = shape_templates(x0, y0, width, height, mask.shape)
+    ious = [np.sum(templates[s] & mask) / max(1, np.sum(templates[s] | mask)) for s in SHAPES]
     return SHAPES[int(np.argmax(ious))]
 
 
