@@ -160,6 +160,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             progress(f"videos {i + 1}/{len(work)} per transport")
         stats_after_videos = denoiser_stats(url) if "triton" in kinds else None
 
+        model_version = transports[kinds[0]].manifest.version
         inputs = step_inputs(transports[kinds[0]])
         calls: dict[str, Callable[[], object]] = {
             k: partial(t.denoise, *inputs) for k, t in transports.items()
@@ -193,6 +194,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "loadavg_1m_before_after": [load_before[0], os.getloadavg()[0]],
         },
         "workload": {
+            "model_version": model_version,
+            "repository": str(args.repo),
             "prompts": list(PROMPTS),
             "seeds": args.seeds,
             "rounds": args.rounds,
