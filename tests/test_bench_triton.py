@@ -13,6 +13,7 @@ import pytest
 from cinetron.bench.flops import count_flops
 from cinetron.bench.loadtest import main as loadtest_main
 from cinetron.bench.metrics import BatchStats, Snapshot, triton_processes
+from cinetron.bench.report import loadtest_md
 from cinetron.bench.servers import api_server
 from cinetron.bench.throughput import api_generate, pipeline_generate, run_point
 from cinetron.client.transports.triton_grpc import TritonGrpcTransport
@@ -66,6 +67,8 @@ def test_api_point_and_load_test_against_the_api(triton_server, tmp_path: Path) 
     assert report["calls_started"] == 4 and report["stopped_by"] == "request budget"
     assert report["total"]["completed"] == 4 and report["total"]["errors"] == 0
     assert (tmp_path / "loadtest_stats.csv").exists()  # Locust's own stats beside it
+    table = loadtest_md(report)  # the README's table renders from the report
+    assert "| total |" in table and "| 4 | 0 |" in table
 
 
 def test_denoiser_flops_scale_with_the_batch(model_repository: Path) -> None:

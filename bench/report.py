@@ -1,0 +1,142 @@
+"""``cinetron bench report``: the README's Performance tables, as Markdown, from
+``bench/results/*.json`` (written by ``make bench`` and ``make loadtest``), so every number
+in the README comes from a file a command wrote."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from cinetron.bench.flops import fmt_flops
+from cinetron.bench.throughput import LABELS
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _load(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def machine_line(m: dict[str, Any]) -> str:
+    return f"{m['cpus']} × {m['cpu']}, {m['platform']}, Python {m['python']}"
+
+
+def throughput_md(r: dict[str, Any]) -> str:
+    w, f, pk = r["workload"], r["flops"], r["peak"]
+    per_point = ", ".join(f"c{c}: {n}" for c, n in w["videos_per_point"].items())
+    out = [
+        f"Machine: {machine_line(r['machine'])}; load average "
+        f"{r['machine']['loadavg_1m_before_after'][0]:.1f} at the start. Workload: "
+        f"{w['steps']} steps, CFG (one denoiser call of batch 2 per step), unique prompts, MP4 "
+        f"out; videos per point {per_point} "
+        "(p99 of so few videos is close to the max).",
+        "",
+        "| c | path | s/video (wall/videos) | videos/min | × c1 | p50 s | p95 s | p99 s "
+        "| first progress ms | ms/step | Triton avg batch | calls/batch | % of matmul peak |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for p in r["points"]:
+        t = p.get("triton_denoiser", {})
+        lat = p["latency_s"]
+        batch = f"{t['avg_batch_size']:.1f}" if t else "–"
+        calls = f"{t['requests_per_execution']:.1f}" if t else "–"
+        out.append(
+            f"| {p['concurrency']} | {LABELS[p['mode']]} | {p['s_per_video']:.3f} "
+            f"| {p['videos_per_min']:.1f} | {p['speedup_vs_lowest_concurrency']:.2f} "
+            f"| {lat['p50']:.2f} | {lat['p95']:.2f} | {lat['p99']:.2f} "
+            f"| {p['first_progress_ms']['p50']:.0f} | {p['step_ms_p50']:.1f} | {batch} | {calls} "
+            f"| {100 * p['fraction_of_peak']:.0f}% |"
+        )
+    s = r["summary"]
+    out += [
+        "",
+        f"Denoiser: {fmt_flops(f['flops_per_step'])}FLOP per step (MatMul/Gemm/Conv counted "
+        f"from the ONNX graph); matmul peak {fmt_flops(pk['one_thread_flops'])}FLOP/s on one "
+        f"thread, {fmt_flops(pk['all_cores_flops'])}FLOP/s on {int(pk['cores'])} cores "
+        f"(onnxruntime {int(pk['gemm_n'])}² fp32). % of peak = denoiser FLOP/s achieved end to "
+        "end ÷ the all-core peak.",
+    ]
+    ratios = [f"{k.split('_')[0]} {v:.3f}×" for k, v in s.items() if "_vs_onnx_at_c" in k]
+    if ratios:
+        out.append(f"p50 latency at c1 vs in-process ORT: {', '.join(ratios)}.")
+    for p in r["points"]:
+        for name, prof in p.get("profile", {}).items():
+            if "top_self" in prof:
+                top = ", ".join(f"`{t['frame']}` {100 * t['share']:.0f}%"
+                                for t in prof["top_self"][:3])  # fmt: skip
+                out.append(
+                    f"py-spy at c{p['concurrency']} ({LABELS[p['mode']]}), {name}: busy "
+                    f"{100 * prof['busy_fraction']:.0f}% of the wall; self time {top}."
+                )
+    return "\n".join(out)
+
+
+def sweep_md(r: dict[str, Any]) -> str:
+    cs = r["workload"]["concurrency"]
+    lo, hi = cs[0], cs[-1]
+    out = [
+        f"| denoiser setting | c{lo} p50 s | c{lo} videos/min | c{hi} videos/min | c{hi}/c{lo} "
+        f"| c{hi} Triton avg batch | c{hi} p95 s | CPU cores busy at c{hi} |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for v in r["variants"]:
+        by = {p["concurrency"]: p for p in v["points"]}
+        a, b = by[lo], by[hi]
+        out.append(
+            f"| {v['variant']} | {a['latency_s']['p50']:.3f} | {a['videos_per_min']:.1f} "
+            f"| {b['videos_per_min']:.1f} | {b['videos_per_min'] / a['videos_per_min']:.2f} "
+            f"| {b['triton_denoiser']['avg_batch_size']:.1f} | {b['latency_s']['p95']:.2f} "
+            f"| {b['cpu_cores_busy']:.2f} |"
+        )
+    return "\n".join(out)
+
+
+def loadtest_md(r: dict[str, Any]) -> str:
+    s = r["settings"]
+    out = [
+        f"Ramp 1→{s['users']} callers over {s['ramp_s']:.0f} s, steady {s['steady_s']:.0f} s, "
+        f"{s['steps']} steps per video, at most {s['max_requests']} calls "
+        f"({r['calls_started']} started, stopped by {r['stopped_by']}).",
+        "",
+        "| phase | seconds | videos | errors | videos/min | p50 s | p95 s | p99 s "
+        "| first progress p50 s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for phase in ("ramp", "steady", "drain", "total"):
+        p = r[phase]
+        lat = p["latency_s"]
+        errors = f"{p['errors']} {p['errors_by_code']}" if p["errors"] else "0"
+        out.append(
+            f"| {phase} | {p['seconds']:.0f} | {p['completed']} | {errors} "
+            f"| {p['videos_per_min']:.1f} | {lat['p50']:.2f} | {lat['p95']:.2f} "
+            f"| {lat['p99']:.2f} | {p['first_progress_s']['p50']:.2f} |"
+        )
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="cinetron bench report", description=__doc__)
+    p.add_argument("--results", type=Path, default=RESULTS, help="folder of the JSON results")
+    args = p.parse_args(argv)
+    sections = (
+        ("Throughput (`cinetron bench throughput`)", "throughput.json", throughput_md),
+        ("Serving knobs (`cinetron bench sweep`)", "sweep.json", sweep_md),
+        ("Load test (`make loadtest`)", "loadtest.json", loadtest_md),
+    )
+    found = False
+    for title, name, render in sections:
+        data = _load(args.results / name)
+        if data is not None:
+            found = True
+            print(f"#### {title}\n\n{render(data)}\n")
+    if not found:
+        print(f"no results in {args.results}; run `make bench` first", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
