@@ -27,6 +27,7 @@ help:
 	@echo "make bench        latency, throughput at concurrency 1-8, FLOPs vs peak, knob sweep (~10 min)"
 	@echo "make loadtest     Locust against the gRPC API (API_ADDRESS=host:port, else starts its own)"
 	@echo "make serve-api    the public gRPC API on 127.0.0.1:50051 (needs \`make serve\`, or API_FLAGS=\"--local torch\")"
+	@echo "make reliability  bad input, faults, overload, security; table in bench/results/reliability.json"
 	@echo "make deploy-check render + validate + lint the Kubernetes deploy (DEPLOY_DIR=deploy)"
 	@echo "make storyboard-demo  60 s 4-shot storyboard through Triton → outputs/storyboard.mp4, judged per shot"
 
@@ -125,6 +126,12 @@ test: install
 
 test-slow: install
 	$(VENV)/bin/pytest -m slow -q
+
+# Reliability and security suite (tests/reliability): bad-input corpus, fuzzing, faults
+# with real processes, overload, security, pip-audit. Its fast part also runs in `make test`;
+# this runs all of it, prints the summary table and writes bench/results/reliability.json.
+reliability: install
+	$(PY) -m cinetron.bench.reliability_report --out bench/results/reliability.json
 
 # Kubernetes deployment, checked offline: kustomize render, schemas, wiring, Dockerfiles,
 # checkov (tests/test_deploy.py runs the same checks inside `make test`).

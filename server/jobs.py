@@ -70,12 +70,18 @@ class JobStore:
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
         self.videos = data_dir / "videos"
-        self.videos.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(data_dir / "jobs.sqlite3", check_same_thread=False)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")  # a SUCCEEDED row survives a power cut
-        self._db.executescript(_SCHEMA)
+        try:
+            self.videos.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(data_dir / "jobs.sqlite3", check_same_thread=False)
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")  # a SUCCEEDED row survives a power cut
+            self._db.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as e:  # a clear exit instead of a traceback
+            raise SystemExit(
+                f"the data dir {data_dir} cannot hold the jobs database and videos ({e}); "
+                "point --data-dir / CINETRON_DATA_DIR at a writable folder"
+            ) from None
         self._lock = threading.Lock()
 
     def close(self) -> None:
