@@ -63,3 +63,13 @@ def duration_frames(
     step = frame_step(manifest)
     frames = round(seconds * manifest.fps / step) * step
     return max(frames, step, overlap_frames)
+
+
+def temporally_aligned(manifest: ModelManifest) -> bool:
+    """Whether every latent frame stands for ``vae_t`` frames (``F = T × vae_t``).
+
+    Causal video VAEs (Wan's: ``F = 1 + (T − 1) × 4``) encode the first frame alone, so
+    a latent frame cannot simply be carried from the end of one window to the start of
+    the next; the composer refuses windows for them rather than join them wrongly.
+    """
+    return manifest.frames == manifest.latent_frames * frame_step(manifest)

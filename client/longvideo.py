@@ -214,7 +214,18 @@ def plan(request: CompositionRequest, manifest: ModelManifest) -> list[Window]:
     if request.image is not None and request.video is not None:
         raise InvalidArgument("image", "give an image or a video, not both")
     extend = request.video is not None and request.strength is None
-    return plan_windows(_shots(request, m), m, request.overlap, params.seed, carry_first=extend)
+    windows = plan_windows(_shots(request, m), m, request.overlap, params.seed, extend)
+    if not buckets.temporally_aligned(m) and (
+        request.image is not None or any(w.carry for w in windows)
+    ):
+        raise InvalidArgument(
+            "duration",
+            f"the {m.family!r} model's VAE is causal ({m.frames} frames ↔ {m.latent_frames} "
+            "latent frames), so windows cannot carry latent frames and its first latent frame "
+            f"is not a still image; ask for at most one clip ({m.frames / m.fps:g} s) "
+            "without an image or video, or use cuts between shots",
+        )
+    return windows
 
 
 class Composer:

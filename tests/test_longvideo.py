@@ -103,6 +103,22 @@ def test_bad_compositions_fail_naming_the_field_and_the_valid_values(
         plan(CompositionRequest(base(), **overrides), manifest)  # type: ignore[arg-type]
 
 
+def test_a_causal_vae_model_gets_one_clip_or_cuts_but_no_carried_windows() -> None:
+    wan_like = ModelManifest(
+        family="wan", version="test", latent_channels=16, latent_frames=21,
+        latent_height=60, latent_width=104, frames=81, height=480, width=832, fps=16,
+        text_length=512, text_dim=4096, vae_scale=(4, 8, 8),
+    )  # fmt: skip
+    (one,) = plan(CompositionRequest(base(), duration=5.0), wan_like)
+    assert one.take == 80 and not one.carry
+    cuts = plan(CompositionRequest(base(), shots=(Shot("a", 4.0), Shot("b", 4.0))), wan_like)
+    assert [w.carry for w in cuts] == [False, False]
+    with pytest.raises(InvalidArgument, match="VAE is causal"):
+        plan(CompositionRequest(base(), duration=20.0), wan_like)
+    with pytest.raises(InvalidArgument, match="VAE is causal"):
+        plan(CompositionRequest(base(), image=np.zeros((480, 832, 3), np.uint8)), wan_like)
+
+
 def test_the_served_sizes_are_exactly_the_manifest_size(manifest: ModelManifest) -> None:
     assert buckets.sizes(manifest) == [(64, 64)]
     buckets.check_size(manifest, None, None)
