@@ -20,12 +20,26 @@ import grpc
 from cinetron.client.errors import Cancelled, InvalidArgument, ModelError, Unavailable
 
 
+MAX_MESSAGE_CHARS = 1000
+
+
+def bounded(message: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """``message`` cut in the middle when longer than ``limit``: the status message travels
+    in the grpc-message trailer, and echoing a huge field (a 10 000-character job id)
+    made it big enough for clients to drop the response (gRPC's metadata size limits)."""
+    if len(message) <= limit:
+        return message
+    keep = (limit - 40) // 2
+    return f"{message[:keep]} …[{len(message) - 2 * keep} characters cut]… {message[-keep:]}"
+
+
 class ApiError(Exception):
-    """A status to send: code, message and optional trailing metadata."""
+    """A status to send: code, message (at most ``MAX_MESSAGE_CHARS``) and trailers."""
 
     def __init__(
         self, code: grpc.StatusCode, message: str, trailers: tuple[tuple[str, str], ...] = ()
     ) -> None:
+        message = bounded(message)
         super().__init__(message)
         self.code = code
         self.message = message
