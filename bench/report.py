@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from cinetron.bench.flops import fmt_flops
+from cinetron.bench.sweep import served
 from cinetron.bench.throughput import LABELS
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -32,7 +33,9 @@ def throughput_md(r: dict[str, Any]) -> str:
         f"{r['machine']['loadavg_1m_before_after'][0]:.1f} at the start. Workload: "
         f"{w['steps']} steps, CFG (one denoiser call of batch 2 per step), unique prompts, MP4 "
         f"out; videos per point {per_point} "
-        "(p99 of so few videos is close to the max).",
+        "(p99 of so few videos is close to the max). Served denoiser: "
+        f"{served(w['served_denoiser'])} (instances×threads, batcher delay µs), preferred "
+        f"batch sizes {w['served_denoiser']['preferred_batch_sizes']}.",
         "",
         "| c | path | s/video (wall/videos) | videos/min | × c1 | p50 s | p95 s | p99 s "
         "| first progress ms | ms/step | Triton avg batch | calls/batch | % of matmul peak |",
@@ -78,15 +81,17 @@ def sweep_md(r: dict[str, Any]) -> str:
     cs = r["workload"]["concurrency"]
     lo, hi = cs[0], cs[-1]
     out = [
-        f"| denoiser setting | c{lo} p50 s | c{lo} videos/min | c{hi} videos/min | c{hi}/c{lo} "
-        f"| c{hi} Triton avg batch | c{hi} p95 s | CPU cores busy at c{hi} |",
-        "|---|---|---|---|---|---|---|---|",
+        f"| denoiser setting | served (instances×threads, delay µs) | c{lo} p50 s "
+        f"| c{lo} videos/min | c{hi} videos/min | c{hi}/c{lo} | c{hi} Triton avg batch "
+        f"| c{hi} p95 s | CPU cores busy at c{hi} |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for v in r["variants"]:
         by = {p["concurrency"]: p for p in v["points"]}
         a, b = by[lo], by[hi]
         out.append(
-            f"| {v['variant']} | {a['latency_s']['p50']:.3f} | {a['videos_per_min']:.1f} "
+            f"| {v['variant']} | {served(v['denoiser'])} | {a['latency_s']['p50']:.3f} "
+            f"| {a['videos_per_min']:.1f} "
             f"| {b['videos_per_min']:.1f} | {b['videos_per_min'] / a['videos_per_min']:.2f} "
             f"| {b['triton_denoiser']['avg_batch_size']:.1f} | {b['latency_s']['p95']:.2f} "
             f"| {b['cpu_cores_busy']:.2f} |"

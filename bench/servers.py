@@ -48,6 +48,24 @@ class DenoiserKnobs:
         return " ".join(parts) or "as exported"
 
 
+def denoiser_settings(repo: Path) -> dict[str, object]:
+    """The serving knobs a repository's denoiser ``config.pbtxt`` actually holds."""
+    from cinetron.export.configs import read_config
+
+    config = read_config(repo / "denoiser" / "config.pbtxt")
+    batching = config.HasField("dynamic_batching")
+    return {
+        "instances": sum(g.count for g in config.instance_group) or 1,
+        "intra_op_threads": int(config.parameters["intra_op_threads"].string_value or 1),
+        "dynamic_batching": batching,
+        "max_queue_delay_us": config.dynamic_batching.max_queue_delay_microseconds
+        if batching
+        else None,
+        "preferred_batch_sizes": list(config.dynamic_batching.preferred_batch_size),
+        "max_batch_size": config.max_batch_size,
+    }
+
+
 def _link_onnx(src: str, dst: str) -> None:
     # ONNX files are the big part and never change between variants: link them.
     if src.endswith(".onnx"):

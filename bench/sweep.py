@@ -11,9 +11,11 @@ Each variant is the exported repository with one change to the denoiser's
 | preferred sizes | ``--preferred-batch-sizes`` | ``dynamic_batching.preferred_batch_size`` |
 | step batching off | (no flag: a measurement) | no ``dynamic_batching``: every call runs alone |
 
-For every variant: a fresh tritonserver, then the client (``Pipeline`` over Triton gRPC)
-at concurrency 1 and at the highest concurrency, reporting videos/minute, latency, the
-average Triton batch and the CPU cores kept busy. Prints a table and writes
+Variants without an instance/thread setting keep the exported ones (``cinetron export``
+writes 2 denoiser instances × 1 thread on cpu). For every variant: a fresh tritonserver,
+then the client (``Pipeline`` over Triton gRPC) at concurrency 1 and at the highest
+concurrency, reporting videos/minute, latency, the average Triton batch and the CPU
+cores kept busy. Prints a table and writes
 ``bench/results/sweep.json``.
 """
 
@@ -26,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from cinetron.bench.metrics import BatchStats, CpuMeter, Snapshot, triton_processes
-from cinetron.bench.servers import DenoiserKnobs, triton
+from cinetron.bench.servers import DenoiserKnobs, denoiser_settings, triton
 from cinetron.bench.throughput import (
     machine,
     pipeline_generate,
@@ -39,12 +41,16 @@ RESULTS = Path(__file__).resolve().parent / "results" / "sweep.json"
 
 VARIANTS: dict[str, DenoiserKnobs] = {
     "as exported": DenoiserKnobs(),
+    "1 instance × 1 thread": DenoiserKnobs(instances=1, threads=1),
+    "1 instance × 1 thread, step batching off": DenoiserKnobs(
+        instances=1, threads=1, batching=False
+    ),
+    "1 instance × 2 threads": DenoiserKnobs(instances=1, threads=2),
+    "2 instances × 1 thread": DenoiserKnobs(instances=2, threads=1),
     "step batching off": DenoiserKnobs(batching=False),
     "delay 0 us": DenoiserKnobs(delay_us=0),
     "delay 5000 us": DenoiserKnobs(delay_us=5000),
     "preferred 16 only, delay 5000 us": DenoiserKnobs(preferred=(16,), delay_us=5000),
-    "2 instances × 1 thread": DenoiserKnobs(instances=2, threads=1),
-    "1 instance × 2 threads": DenoiserKnobs(instances=1, threads=2),
 }
 
 
@@ -54,6 +60,7 @@ def measure(repo: Path, name: str, knobs: DenoiserKnobs, args: argparse.Namespac
 
     out: dict[str, Any] = {"variant": name, "knobs": knobs.label(), "points": []}
     with triton(repo, knobs) as server, open_transport("triton", url=server.grpc_url) as transport:
+        out["denoiser"] = denoiser_settings(server.repository)
         generate = pipeline_generate(transport, args.steps)
         run_point(generate, 1, [(prompts[-1], 99_999)])  # warm-up
         meter = CpuMeter({"bench": os.getpid(), **triton_processes(server.pid)})
@@ -97,6 +104,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def served(d: dict[str, Any]) -> str:
+    """``2×1 d1000`` = 2 instances × 1 thread, batcher delay 1000 us (``off``: no batcher)."""
+    delay = f"d{d['max_queue_delay_us']}" if d["dynamic_batching"] else "off"
+    return f"{d['instances']}×{d['intra_op_threads']} {delay}"
+
+
 def table(report: dict[str, Any]) -> str:
     cs = report["workload"]["concurrency"]
     lo, hi = cs[0], cs[-1]
@@ -104,14 +117,15 @@ def table(report: dict[str, Any]) -> str:
         f"serving knobs (denoiser), client → Triton gRPC, {report['workload']['steps']} steps, "
         f"{report['machine']['cpus']} CPUs, load average "
         f"{report['machine']['loadavg_1m_before_after'][0]:.1f}",
-        f"{'variant':<34}{f'c{lo} s/video':>12}{f'c{hi} vid/min':>13}{f'c{lo} vid/min':>13}"
+        f"{'variant':<42}{'served':>14}{f'c{lo} s/video':>12}{f'c{hi} vid/min':>13}"
+        f"{f'c{lo} vid/min':>13}"
         f"{'×':>6}{f'c{hi} batch':>9}{f'c{hi} p95 s':>10}{'cores':>7}",
     ]
     for v in report["variants"]:
         by = {p["concurrency"]: p for p in v["points"]}
         a, b = by[lo], by[hi]
         lines.append(
-            f"{v['variant']:<34}{a['latency_s']['p50']:>12.3f}{b['videos_per_min']:>13.1f}"
+            f"{v['variant']:<42}{served(v['denoiser']):>14}{a['latency_s']['p50']:>12.3f}{b['videos_per_min']:>13.1f}"
             f"{a['videos_per_min']:>13.1f}{b['videos_per_min'] / a['videos_per_min']:>6.2f}"
             f"{b['triton_denoiser']['avg_batch_size']:>9.1f}{b['latency_s']['p95']:>10.2f}"
             f"{b['cpu_cores_busy']:>7.2f}"

@@ -215,12 +215,13 @@ class Servers:
     triton_url: str | None = None
     metrics_url: str | None = None
     api_address: str | None = None
+    denoiser: dict[str, Any] = field(default_factory=dict)  # the served config's knobs
     processes: dict[str, int] = field(default_factory=dict)
 
 
 @contextmanager
 def servers(args: argparse.Namespace, modes: list[str]) -> Iterator[Servers]:
-    from cinetron.bench.servers import DenoiserKnobs, api_server, triton
+    from cinetron.bench.servers import DenoiserKnobs, api_server, denoiser_settings, triton
 
     out = Servers(processes={"bench": os.getpid()})
     if not {"api", "client"} & set(modes):
@@ -232,6 +233,7 @@ def servers(args: argparse.Namespace, modes: list[str]) -> Iterator[Servers]:
     with triton(args.repo, knobs if changed else None) as server:
         print(f"tritonserver ready at {server.grpc_url} ({knobs.label()})", file=sys.stderr)
         out.triton_url, out.metrics_url = server.grpc_url, server.metrics_url
+        out.denoiser = denoiser_settings(server.repository)
         out.processes.update(triton_processes(server.pid))
         if "api" not in modes:
             yield out
@@ -293,7 +295,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     profilers = {
                         name: PySpy(pid)
                         for name, pid in srv.processes.items()
-                        if name in ("bench", "stub:denoiser")
+                        if name == "bench" or name.startswith("stub:denoiser")
                     }
                 meter.start()
                 point = run_point(generators[mode], concurrency, jobs)
@@ -312,6 +314,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     point["triton_denoiser"] = BatchStats.between(before, after).as_dict()
                 points.append(point)
                 progress(f"c={concurrency} {mode}: {point['videos_per_min']:.1f} videos/min")
+        served_denoiser = srv.denoiser
     print(file=sys.stderr)
     peak = machine_peak()
     report: dict[str, Any] = {
@@ -325,11 +328,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 str(c): max(args.min_videos, args.videos_per_caller * c) for c in args.concurrency
             },
             "runtime_threads": 1,
-            "denoiser": {
-                "instances": args.instances,
-                "threads": args.threads,
-                "delay_us": args.delay_us,
-            },
+            "served_denoiser": served_denoiser,
         },
         "flops": flops,
         "peak": peak,
@@ -423,6 +422,7 @@ def table(report: dict[str, Any]) -> str:
         f"throughput: {w['steps']} steps, CFG batch 2, unique prompts, MP4 out; videos per point "
         f"{w['videos_per_point']}; {m['cpus']} CPUs ({m['cpu']}), load average "
         f"{m['loadavg_1m_before_after'][0]:.1f}",
+        f"served denoiser: {w['served_denoiser']}",
         f"{'c':>2} {'mode':<21}{'s/video':>8}{'p50':>7}{'p95':>7}{'p99':>7}{'vid/min':>8}"
         f"{'×c1':>6}{'TTFP ms':>8}{'ms/step':>8}{'+ms/step':>9}{'batch':>6}{'req/b':>6}"
         f"{'cores':>6}{'%peak':>6}",
