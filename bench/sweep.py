@@ -139,8 +139,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--repo", type=Path, default=Path("model_repository"), help="exported repo")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
-    p.add_argument("--min-videos", type=int, default=6)
-    p.add_argument("--videos-per-caller", type=int, default=2)
+    p.add_argument("--min-videos", type=int, default=8)
+    p.add_argument("--videos-per-caller", type=int, default=3)
     p.add_argument("--only", nargs="*", default=[], choices=list(VARIANTS), help="variants to run")
     p.add_argument("--out", type=Path, default=RESULTS, help="JSON results path")
     return p

@@ -486,8 +486,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--repo", type=Path, default=Path("model_repository"), help="exported repo")
     p.add_argument("--steps", type=int, default=20, help="denoising steps per video")
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 2, 4, 8])
-    p.add_argument("--min-videos", type=int, default=8, help="videos per point, at least")
-    p.add_argument("--videos-per-caller", type=int, default=2,
+    p.add_argument("--min-videos", type=int, default=12, help="videos per point, at least")
+    p.add_argument("--videos-per-caller", type=int, default=3,
                    help="videos per point = max(min-videos, this × concurrency)")  # fmt: skip
     p.add_argument("--skip", nargs="*", default=[], choices=MODES, help="modes to leave out")
     p.add_argument(
