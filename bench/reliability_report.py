@@ -178,7 +178,7 @@ def table(summary: dict[str, Any], audit: dict[str, Any] | None) -> str:
                      f"{len(audit['fixable_in_our_pins'])} fixable in our pins, "
                      f"{len(audit['other'])} upstream ({audit['status']})"))  # fmt: skip
     width = max(len(k) for k, _ in rows)
-    lines = [f"| {'check':<{width}} | result |", f"|{'-' * (width + 2)}|--------|"]
+    lines = [f"| {'check':<{width}} | result |", "|---|---|"]
     lines += [f"| {k:<{width}} | {v} |" for k, v in rows]
     return "\n".join(lines)
 

@@ -136,6 +136,10 @@ def test_triton_frozen_mid_generation_deadlines_are_honoured(
     assert running.progressed.wait(30), running.details
     os.kill(triton.pid, signal.SIGSTOP)
     try:
+        for _ in range(100):  # the signal is delivered asynchronously
+            if process_state(triton.pid) == "T":
+                break
+            time.sleep(0.02)
         assert process_state(triton.pid) == "T"
         late = Stream(api, 3, prompt="a green circle", steps=2)  # admitted, or refused
         entry["accepted"] = 2
