@@ -171,7 +171,7 @@ def test_image_to_video_keeps_the_given_first_frame(composer: Composer) -> None:
         plain = composer.pipeline.generate(base)
         values.append(psnr(video.frames[0], image))
         free.append(psnr(plain.frames[0], image))
-        verdict = judge(video.frames)
+        verdict = judge(video.frames[:2])  # the frames the pinned latent frame decodes to
         assert (verdict.background, verdict.color) == attrs[:2], (attrs, verdict)
     print(f"i2v first-frame PSNR {np.round(values, 1)} dB; unconditioned {np.round(free, 1)} dB")
     assert min(values) >= I2V_MIN_PSNR_DB
