@@ -91,6 +91,21 @@ def test_image_to_video_over_the_api_keeps_the_first_frame(api: RunningApi) -> N
     assert frames.shape[0] == 16 and value >= API_I2V_MIN_PSNR_DB
 
 
+def test_a_long_video_job_streams_progress_over_all_windows_and_keeps_its_request(
+    api: RunningApi,
+) -> None:
+    stub = api.stub()
+    request = pb.GenerateRequest(prompt=canonical_caption(SHOT_A), steps=3, duration_seconds=3.0)
+    job = stub.SubmitJob(pb.SubmitJobRequest(request=request), timeout=30).job
+    events = list(stub.WatchJob(pb.WatchJobRequest(job_id=job.job_id), timeout=120))
+    progress = [e.progress for e in events if e.WhichOneof("event") == "progress"]
+    assert progress and {p.total for p in progress} == {2 * 3}  # 2 windows × 3 steps
+    assert events[-1].completed.frames == 24
+    stored = stub.GetJob(pb.GetJobRequest(job_id=job.job_id), timeout=30).job
+    assert stored.state == pb.JOB_STATE_SUCCEEDED
+    assert stored.request.duration_seconds == 3.0
+
+
 def test_list_models_reports_sizes_duration_and_image_input(api: RunningApi) -> None:
     (model,) = api.stub().ListModels(pb.ListModelsRequest(), timeout=30).models
     assert [(s.width, s.height) for s in model.sizes] == [(model.width, model.height)]
