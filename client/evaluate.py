@@ -39,7 +39,9 @@ def prompt_set(name: str, limit: int | None = None) -> list[EvalPrompt]:
     rng = np.random.default_rng({"held-out": 1, "paraphrase": 2, "train": 3}[name])
     if name == "train":
         combos = captions.train_combinations()
-        combos = [combos[i] for i in rng.permutation(len(combos))[: len(captions.held_out_combinations())]]
+        combos = [
+            combos[i] for i in rng.permutation(len(combos))[: len(captions.held_out_combinations())]
+        ]
     else:
         combos = captions.held_out_combinations()
     templates = captions.EVAL_TEMPLATES if name == "paraphrase" else captions.TRAIN_TEMPLATES
@@ -55,7 +57,9 @@ def load_prompts(path: Path) -> list[EvalPrompt]:
     for i, line in enumerate(path.read_text().splitlines()):
         if line.strip():
             row = json.loads(line)
-            out.append(EvalPrompt(row["prompt"], tuple(row["attributes"]), row.get("seed", 1000 + i)))
+            out.append(
+                EvalPrompt(row["prompt"], tuple(row["attributes"]), row.get("seed", 1000 + i))
+            )
     return out
 
 
@@ -90,12 +94,16 @@ def evaluate(
     score = Score()
     for p in prompts:
         video = pipeline.generate(
-            GenerationRequest(p.prompt, seed=p.seed, steps=steps, guidance=guidance, scheduler=scheduler)
+            GenerationRequest(
+                p.prompt, seed=p.seed, steps=steps, guidance=guidance, scheduler=scheduler
+            )
         )
         verdict = judge(video.frames)
         score.add(p.attributes, verdict.attributes)
         if failures is not None and verdict.attributes != p.attributes:
-            failures.append({"prompt": p.prompt, "expected": p.attributes, "got": verdict.attributes})
+            failures.append(
+                {"prompt": p.prompt, "expected": p.attributes, "got": verdict.attributes}
+            )
     return score
 
 
@@ -125,8 +133,11 @@ def open_transport(local: str | None, url: str, repo: Path) -> Transport:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="cinetron eval", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="cinetron eval",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--sets", nargs="+", default=list(PROMPT_SETS), choices=PROMPT_SETS)
     p.add_argument("--prompts", type=Path, help="a JSONL prompt file instead of --sets")
     p.add_argument("--limit", type=int, help="first N prompts of each set")
@@ -139,9 +150,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, help="also write results (and failures) as JSON")
     args = p.parse_args(argv)
 
-    sets = {"file": load_prompts(args.prompts)} if args.prompts else {
-        name: prompt_set(name, args.limit) for name in args.sets
-    }
+    sets = (
+        {"file": load_prompts(args.prompts)}
+        if args.prompts
+        else {name: prompt_set(name, args.limit) for name in args.sets}
+    )
     results: dict[str, tuple[Score, int]] = {}
     failures: list[dict[str, object]] = []
     with open_transport(args.local, args.url, args.repo) as transport:
@@ -152,6 +165,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: {100 * score.row()['all']:.1f}% all four correct", file=sys.stderr)
     print(format_table(results))
     if args.json:
-        payload = {name: score.row() | {"videos": score.total} for name, (score, _) in results.items()}
-        args.json.write_text(json.dumps({"results": payload, "failures": failures}, indent=2) + "\n")
+        payload = {
+            name: score.row() | {"videos": score.total} for name, (score, _) in results.items()
+        }
+        args.json.write_text(
+            json.dumps({"results": payload, "failures": failures}, indent=2) + "\n"
+        )
     return 0

@@ -41,7 +41,9 @@ def decode_mp4(data: bytes | str | Path) -> Frames:
     """Every frame of an MP4 (bytes or path) as ``[F, H, W, 3]`` uint8."""
     source = io.BytesIO(data) if isinstance(data, bytes) else str(data)
     with av.open(source, mode="r") as container:
-        frames = [np.asarray(f.to_ndarray(format="rgb24"), np.uint8) for f in container.decode(video=0)]
+        frames = [
+            np.asarray(f.to_ndarray(format="rgb24"), np.uint8) for f in container.decode(video=0)
+        ]
     return np.stack(frames)
 
 
@@ -64,11 +66,10 @@ def atomic_path(path: Path) -> Iterator[Path]:
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
     path = Path(path)
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
     return path
 
 

@@ -81,7 +81,8 @@ class Block(nn.Module):
         self.cross_attn = Attention(w, cfg.heads, context_dim=w)
         self.norm3 = nn.LayerNorm(w, elementwise_affine=False, eps=1e-6)
         self.mlp = nn.Sequential(
-            nn.Linear(w, w * cfg.mlp_ratio), nn.GELU(approximate="tanh"),
+            nn.Linear(w, w * cfg.mlp_ratio),
+            nn.GELU(approximate="tanh"),
             nn.Linear(w * cfg.mlp_ratio, w),
         )
         self.ada = nn.Linear(w, 6 * w)

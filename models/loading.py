@@ -22,7 +22,9 @@ DEFAULT_WEIGHTS = Path(
 def read_meta(weights: Path = DEFAULT_WEIGHTS) -> dict[str, object]:
     path = weights / "model.json"
     if not path.exists():
-        raise FileNotFoundError(f"no trained model at {weights}: expected {path} (run `make train`)")
+        raise FileNotFoundError(
+            f"no trained model at {weights}: expected {path} (run `make train`)"
+        )
     return json.loads(path.read_text())
 
 

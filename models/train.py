@@ -107,7 +107,9 @@ def object_crop(clips: np.ndarray, rng: np.random.Generator, window: int, crop: 
     return np.stack(out)
 
 
-def train_vae(cfg: TrainConfig, log: Logger, vae: VideoAutoencoder | None = None) -> VideoAutoencoder:
+def train_vae(
+    cfg: TrainConfig, log: Logger, vae: VideoAutoencoder | None = None
+) -> VideoAutoencoder:
     """Train (or, given ``vae``, fine-tune) the autoencoder on object-centred crops."""
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed + (0 if vae is None else 100))
@@ -184,7 +186,10 @@ def batches(n: int, batch: int, rng: np.random.Generator) -> Iterator[np.ndarray
 
 
 def train_dit(
-    cfg: TrainConfig, vae: VideoAutoencoder, log: Logger, save: callable  # type: ignore[valid-type]
+    cfg: TrainConfig,
+    vae: VideoAutoencoder,
+    log: Logger,
+    save: callable,  # type: ignore[valid-type]
 ) -> VideoDiT:
     latents, embeds, masks = build_dit_dataset(cfg, vae)
     torch.manual_seed(cfg.seed)
@@ -214,7 +219,11 @@ def train_dit(
             break
         # Linear warm-up, then cosine decay over the time budget (whichever ends first).
         frac = max(step / cfg.dit_steps, elapsed_min / cfg.dit_minutes)
-        lr = cfg.dit_lr * min(1.0, (step + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+        lr = (
+            cfg.dit_lr
+            * min(1.0, (step + 1) / warmup)
+            * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+        )
         for g in opt.param_groups:
             g["lr"] = lr
         x0 = latents[idx]

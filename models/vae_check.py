@@ -22,7 +22,9 @@ ATTRIBUTES = ("background", "color", "shape", "motion")
 
 
 @torch.no_grad()
-def reconstruction_accuracy(vae: VideoAutoencoder, clips: int = 200, seed: int = 7) -> dict[str, float]:
+def reconstruction_accuracy(
+    vae: VideoAutoencoder, clips: int = 200, seed: int = 7
+) -> dict[str, float]:
     """Per-attribute and all-four accuracy of the judge on reconstructions of random clips
     from every combination (held-out ones included: the VAE must not depend on them)."""
     rng = np.random.default_rng(seed)

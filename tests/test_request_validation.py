@@ -9,8 +9,18 @@ from cinetron.client.manifest import ModelManifest
 from cinetron.client.request import GenerationRequest, resolve
 
 MANIFEST = ModelManifest(
-    family="test", version="v", latent_channels=4, latent_frames=8, latent_height=16,
-    latent_width=16, frames=16, height=64, width=64, fps=8, text_length=32, text_dim=384,
+    family="test",
+    version="v",
+    latent_channels=4,
+    latent_frames=8,
+    latent_height=16,
+    latent_width=16,
+    frames=16,
+    height=64,
+    width=64,
+    fps=8,
+    text_length=32,
+    text_dim=384,
 )
 
 

@@ -13,12 +13,30 @@ from cinetron.models import train
 from cinetron.models.loading import load_dit, load_vae
 
 
-def test_a_few_training_steps_write_weights_that_generate_a_video(tmp_path: Path, monkeypatch) -> None:
+def test_a_few_training_steps_write_weights_that_generate_a_video(
+    tmp_path: Path, monkeypatch
+) -> None:
     out = tmp_path / "weights"
-    train.main([
-        "--out", str(out), "--threads", "1", "--vae-steps", "2", "--vae-batch", "2",
-        "--dit-examples", "64", "--dit-steps", "2", "--dit-batch", "4", "--log-every", "1",
-    ])
+    train.main(
+        [
+            "--out",
+            str(out),
+            "--threads",
+            "1",
+            "--vae-steps",
+            "2",
+            "--vae-batch",
+            "2",
+            "--dit-examples",
+            "64",
+            "--dit-steps",
+            "2",
+            "--dit-batch",
+            "4",
+            "--log-every",
+            "1",
+        ]
+    )
     assert {"vae.safetensors", "dit.safetensors", "model.json"} <= {p.name for p in out.iterdir()}
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert {row["stage"] for row in log} == {"vae", "dit"}
