@@ -145,6 +145,7 @@ def run_point(generate: Generate, concurrency: int, jobs: list[tuple[str, int]])
         "s_per_video": wall / max(len(ok), 1),
         "videos_per_min": 60.0 * len(ok) / wall,
         "latency_s": percentiles([t.latency for t in ok]),
+        "latencies_s": [round(t.latency, 4) for t in ok],
         "first_progress_ms": {
             k: 1e3 * v for k, v in percentiles([t.first_progress for t in ok]).items()
         },

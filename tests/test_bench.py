@@ -212,3 +212,26 @@ def test_py_spy_summary_ranks_self_time() -> None:
     assert s["samples"] == 200
     assert s["busy_fraction"] == pytest.approx(0.5)  # 200 of 400 possible samples at 100 Hz
     assert s["top_self"][0] == {"frame": "run (ort.py:9)", "share": 0.75}
+
+
+def test_sweep_rounds_pool_videos_latencies_and_batches() -> None:
+    from cinetron.bench.sweep import merge_rounds
+
+    def point(videos: int, wall: float, lat: list[float], samples: float, execs: float) -> dict:
+        return {"concurrency": 8, "videos": videos, "errors": 0, "wall_s": wall,
+                "videos_per_min": 60 * videos / wall, "latencies_s": lat,
+                "triton_denoiser": {"samples": samples, "executions": execs},
+                "cpu_s": {"bench": wall / 2, "stub:denoiser": wall}}  # fmt: skip
+
+    base = {"variant": "v", "knobs": "k", "denoiser": {"instances": 2}}
+    merged = merge_rounds([
+        {**base, "points": [point(4, 2.0, [1.0, 2.0, 3.0, 4.0], 40, 10)]},
+        {**base, "points": [point(2, 2.0, [5.0, 6.0], 8, 4)]},
+    ])  # fmt: skip
+    (p,) = merged["points"]
+    assert merged["rounds"] == 2
+    assert p["videos"] == 6 and p["videos_per_min"] == pytest.approx(90.0)  # 6 in 4 s
+    assert p["videos_per_min_each_round"] == [120.0, 60.0]
+    assert p["latency_s"]["p50"] == pytest.approx(3.5)
+    assert p["triton_denoiser"]["avg_batch_size"] == pytest.approx(48 / 14)
+    assert p["cpu_cores_busy"] == pytest.approx(1.5)
