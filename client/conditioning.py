@@ -151,16 +151,6 @@ def decode_image(data: bytes) -> Frames:
         ) from None
 
 
-def encode_png(image: Frames) -> bytes:
-    """``[H, W, 3]`` uint8 RGB → PNG bytes (what ``decode_image`` and the API's image take)."""
-    import av
-
-    ctx = av.CodecContext.create("png", "w")
-    ctx.width, ctx.height, ctx.pix_fmt = image.shape[1], image.shape[0], "rgb24"
-    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
-    return b"".join(bytes(p) for p in [*ctx.encode(frame), *ctx.encode(None)])
-
-
 class LatentEncoder(ABC):
     """Where ``vae_encoder`` runs: video ``[B, 3, F, H, W]`` → latents ``[B, C, T, H, W]``."""
 

@@ -111,20 +111,19 @@ def write_gif(path: str | Path, frames: Frames, fps: int) -> Path:
     return write_bytes_atomic(path, buffer.getvalue())
 
 
+def encode_png(image: npt.NDArray[np.uint8]) -> bytes:
+    """``[H, W, 3]`` uint8 RGB → PNG bytes."""
+    ctx = av.CodecContext.create("png", "w")
+    ctx.width, ctx.height, ctx.pix_fmt = image.shape[1], image.shape[0], "rgb24"
+    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+    return b"".join(bytes(p) for p in [*ctx.encode(frame), *ctx.encode(None)])
+
+
 def write_frames(folder: str | Path, frames: Frames) -> list[Path]:
     """One PNG per frame: ``frame_000.png`` …"""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i, frame in enumerate(frames):
-        buffer = io.BytesIO()
-        with av.open(buffer, mode="w", format="image2", options={"update": "1"}) as container:
-            stream = container.add_stream("png")
-            stream.width, stream.height = frame.shape[1], frame.shape[0]
-            stream.pix_fmt = "rgb24"
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                container.mux(packet)
-            for packet in stream.encode():
-                container.mux(packet)
-        paths.append(write_bytes_atomic(folder / f"frame_{i:03d}.png", buffer.getvalue()))
-    return paths
+    return [
+        write_bytes_atomic(folder / f"frame_{i:03d}.png", encode_png(frame))
+        for i, frame in enumerate(frames)
+    ]

@@ -19,7 +19,6 @@ from cinetron.client.conditioning import (
     TritonEncoder,
     decode_image,
     denoise,
-    encode_png,
     noised,
     start_index,
     steps_from,
@@ -31,6 +30,7 @@ from cinetron.client.pipeline import Pipeline
 from cinetron.client.request import GenerationRequest
 from cinetron.client.schedulers import SCHEDULERS, make_scheduler
 from cinetron.client.transports.triton_grpc import TritonGrpcTransport
+from cinetron.client.video import encode_png
 from cinetron.models import world
 from cinetron.models.captions import canonical_caption
 

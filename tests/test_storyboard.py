@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 from test_api import RunningApi, inference, start_api  # noqa: F401  (fixtures)
 
-from cinetron.client.conditioning import encode_png
 from cinetron.client.judge import judge
 from cinetron.client.longvideo import Composer, CompositionRequest
 from cinetron.client.pipeline import Pipeline
@@ -19,7 +18,7 @@ from cinetron.client.request import GenerationRequest
 from cinetron.client.storyboard_demo import DEMO_SHOTS, demo_shots, judge_shot, shot_segments
 from cinetron.client.storyboard_demo import shot_table as demo_table
 from cinetron.client.transports.triton_grpc import TritonGrpcTransport
-from cinetron.client.video import decode_mp4
+from cinetron.client.video import decode_mp4, encode_png
 from cinetron.models import world
 from cinetron.models.captions import canonical_caption
 from cinetron.server.stubs import pb
