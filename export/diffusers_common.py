@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from cinetron.client.manifest import ModelManifest
-from cinetron.export.configs import RepositoryOptions, model_config, write_config
+from cinetron.export.configs import RepositoryOptions
 from cinetron.export.spec import ONNX_MODELS, repository_spec
 from cinetron.export.tensorrt import build_script, trtexec_command
 
@@ -243,40 +243,7 @@ def export_components(components: Sequence[Component], out: Path, log: Log = pri
     return results
 
 
-# --- repository layout ------------------------------------------------------------------
-
-
-def _needs_model_py(kind: str, options: RepositoryOptions) -> bool:
-    return kind == "python" or (kind == "onnx" and options.flavour == "cpu")
-
-
-def write_layout(out: Path, manifest: ModelManifest, options: RepositoryOptions) -> None:
-    """Configs and committed ``model.py`` files for the seven contract models.
-
-    ``cinetron.json`` is removed here and written last by ``finish_repository``: its
-    presence means the repository is complete.
-    """
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "cinetron.json").unlink(missing_ok=True)
-    for spec in repository_spec(manifest):
-        model_dir = out / spec.name
-        (model_dir / "1").mkdir(parents=True, exist_ok=True)
-        config = model_config(spec, options)
-        for key, value in spec.parameters.items():  # e.g. the denoiser's cinetron_manifest
-            if key not in config.parameters:
-                config.parameters[key].string_value = value
-        write_config(model_dir, config)
-        target = model_dir / "1" / "model.py"
-        if _needs_model_py(spec.kind, options):
-            src = COMMITTED_REPOSITORY / spec.name / "1" / "model.py"
-            if not src.exists():
-                raise FileNotFoundError(
-                    f"{src} is missing: the Python-backend models are committed code; "
-                    "run the export from a source checkout of cinetron"
-                )
-            shutil.copyfile(src, target)
-        else:
-            target.unlink(missing_ok=True)  # left there by the other flavour
+# --- repository layout: write_layout (shared with the shapes export) + tokenizer ---------
 
 
 def copy_tokenizer(src: Path, out: Path) -> Path:

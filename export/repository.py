@@ -51,6 +51,31 @@ def _needs_model_py(kind: str, options: RepositoryOptions) -> bool:
     return kind == "python" or (kind == "onnx" and options.flavour == "cpu")
 
 
+def write_layout(out: Path, manifest: ModelManifest, options: RepositoryOptions) -> None:
+    """Configs and committed ``model.py`` files for the contract models of any family.
+
+    ``cinetron.json`` is removed here and written last by the caller: its presence
+    means the repository is complete.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "cinetron.json").unlink(missing_ok=True)
+    for spec in repository_spec(manifest):
+        model_dir = out / spec.name
+        (model_dir / "1").mkdir(parents=True, exist_ok=True)
+        write_config(model_dir, model_config(spec, options))
+        target = model_dir / "1" / "model.py"
+        if _needs_model_py(spec.kind, options):
+            src = COMMITTED_REPOSITORY / spec.name / "1" / "model.py"
+            if not src.exists():
+                raise FileNotFoundError(
+                    f"{src} is missing: the Python-backend models are committed code; "
+                    "run `cinetron export` from a source checkout of cinetron"
+                )
+            _copy(src, target)
+        else:
+            target.unlink(missing_ok=True)  # left there by the other flavour
+
+
 def write_repository(
     out: Path,
     weights: Path,
@@ -68,23 +93,7 @@ def write_repository(
 
     manifest = shapes_manifest(weights)
     specs = repository_spec(manifest)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "cinetron.json").unlink(missing_ok=True)  # incomplete until rewritten at the end
-
-    for spec in specs:
-        model_dir = out / spec.name
-        (model_dir / "1").mkdir(parents=True, exist_ok=True)
-        write_config(model_dir, model_config(spec, options))
-        if _needs_model_py(spec.kind, options):
-            src = COMMITTED_REPOSITORY / spec.name / "1" / "model.py"
-            if not src.exists():
-                raise FileNotFoundError(
-                    f"{src} is missing: the Python-backend models are committed code; "
-                    "run `cinetron export` from a source checkout of cinetron"
-                )
-            _copy(src, model_dir / "1" / "model.py")
-        else:
-            (model_dir / "1" / "model.py").unlink(missing_ok=True)  # left by another flavour
+    write_layout(out, manifest, options)
     _copy(tokenizer_file(), out / "tokenizer" / "1" / "tokenizer" / "tokenizer.json")
 
     onnx_paths = {name: out / name / "1" / "model.onnx" for name in ONNX_MODELS}

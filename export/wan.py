@@ -51,8 +51,8 @@ from cinetron.export.diffusers_common import (
     engine_script,
     export_components,
     finish_repository,
-    write_layout,
 )
+from cinetron.export.repository import write_layout
 from cinetron.export.spec import repository_spec
 
 FAMILY = "wan"
