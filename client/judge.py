@@ -115,7 +115,9 @@ def judge_shape(mask: npt.NDArray[np.bool_]) -> str:
     x0, y0 = float(xs.min()), float(ys.min())
     width, height = float(xs.max() + 1 - x0), float(ys.max() + 1 - y0)
     templates = shape_templates(x0, y0, width, height, mask.shape)
-    ious = [np.sum(templates[s] & mask) / max(1, np.sum(templates[s] | mask)) for s in SHAPES]
+    ious = [
+        int(np.sum(templates[s] & mask)) / max(1, int(np.sum(templates[s] | mask))) for s in SHAPES
+    ]
     return SHAPES[int(np.argmax(ious))]
 
 

@@ -16,6 +16,7 @@ import uuid
 from pathlib import Path
 
 import grpc
+
 from cinetron.server.stubs import pb, pb_grpc
 
 

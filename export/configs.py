@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from cinetron.export.spec import ModelSpec, Tensor
-from cinetron.export.tensorrt import optimization_profile
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
+
+from cinetron.export.spec import ModelSpec, Tensor
+from cinetron.export.tensorrt import optimization_profile
 
 Flavour = Literal["cpu", "gpu"]
 GpuBackend = Literal["onnxruntime", "tensorrt_plan"]

@@ -23,13 +23,14 @@ import numpy.typing as npt
 import onnx
 import onnxruntime as ort
 import torch
+from torch import nn
+
 from cinetron.client.manifest import ModelManifest
 from cinetron.client.text import PromptTokenizer
 from cinetron.models.dit import VideoDiT
 from cinetron.models.loading import load_dit, load_vae
 from cinetron.models.text_encoder import TextEncoder, tokenizer_file
 from cinetron.models.vae import VideoAutoencoder
-from torch import nn
 
 OPSET = 20
 EXAMPLE_BATCH = 2  # ≥ 2: dynamo would freeze a batch axis that is 1 in the example

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+
 from cinetron.server.logs import log
 
 EXEMPT_PREFIXES = ("/grpc.health.v1.Health/",)

@@ -17,8 +17,8 @@
 from __future__ import annotations
 
 import grpc
-from cinetron.client.errors import Cancelled, InvalidArgument, ModelError, Unavailable
 
+from cinetron.client.errors import Cancelled, InvalidArgument, ModelError, Unavailable
 
 MAX_MESSAGE_CHARS = 1000
 

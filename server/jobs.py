@@ -19,6 +19,8 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
 from cinetron.client.errors import Cancelled
 from cinetron.client.manifest import ModelManifest
 from cinetron.client.pipeline import Progress
@@ -28,7 +30,6 @@ from cinetron.server.engine import Engine, Finished, Hub, Queued, Started, Ticke
 from cinetron.server.errors import ApiError, not_found, to_api_error
 from cinetron.server.logs import log
 from cinetron.server.stubs import pb
-from google.protobuf.timestamp_pb2 import Timestamp
 
 S = pb.JobState
 UNFINISHED = (S.JOB_STATE_QUEUED, S.JOB_STATE_RUNNING)

@@ -10,6 +10,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection
+
 from cinetron.client.transports.base import Transport
 from cinetron.server import backend as backends
 from cinetron.server.auth import BearerAuth, TokenSet
@@ -21,9 +25,6 @@ from cinetron.server.logs import log, setup_logging
 from cinetron.server.metrics import Metrics
 from cinetron.server.service import VideoService
 from cinetron.server.stubs import SERVICE_NAME, pb_grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1.health import aio as health_aio
-from grpc_reflection.v1alpha import reflection
 
 _SERVING = health_pb2.HealthCheckResponse.SERVING
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING

@@ -17,6 +17,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any, TypeVar
 
 import grpc
+
 from cinetron.client.conditioning import supports_image_input
 from cinetron.client.manifest import ModelManifest
 from cinetron.client.pipeline import Progress

@@ -17,13 +17,14 @@ from pathlib import Path
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from cinetron.client.transports.base import Transport
 from cinetron.client.video import decode_mp4
 from cinetron.server.backend import triton_probe, triton_transport
 from cinetron.server.config import ServerConfig
 from cinetron.server.main import ApiServer
 from cinetron.server.stubs import SERVICE_NAME, pb, pb_grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 LONG_STEPS = 200  # far longer than any cancel/deadline below: seconds on CPU
 

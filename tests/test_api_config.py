@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from cinetron.server.config import ServerConfig, from_args
 
 CONTRACT = {

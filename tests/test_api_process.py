@@ -15,9 +15,10 @@ from pathlib import Path
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from cinetron.client.video import decode_mp4
 from cinetron.server.stubs import SERVICE_NAME, pb, pb_grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 ROOT = Path(__file__).resolve().parent.parent
 LONG_STEPS = 200

@@ -13,13 +13,14 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
+
 from cinetron.client.manifest import ModelManifest
 from cinetron.export.configs import RepositoryOptions, read_config
 from cinetron.export.repository import write_repository
 from cinetron.export.spec import ONNX_MODELS, repository_spec
 from cinetron.models.loading import DEFAULT_WEIGHTS
-from google.protobuf import text_format
-from tritonclient.grpc import model_config_pb2 as mc
 
 ONNX_TO_TRITON = {
     onnx.TensorProto.FLOAT: "TYPE_FP32",

@@ -7,8 +7,8 @@ on the same ONNX files, the same tokenizer, the same uint8 conversion).
 from __future__ import annotations
 
 import re
-import time
 import shutil
+import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,11 +18,11 @@ import numpy.typing as npt
 import onnxruntime as ort
 import pytest
 import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException, np_to_triton_dtype
+
 from cinetron.client.manifest import ModelManifest
 from cinetron.client.text import PromptTokenizer
 from cinetron.client.transports.base import to_uint8_frames
-from tritonclient.utils import InferenceServerException, np_to_triton_dtype
-
 from cinetron.tritonserver import TritonServer, TritonStartError
 from cinetron.tritonserver import main as serve_main
 

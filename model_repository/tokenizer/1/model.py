@@ -9,6 +9,7 @@ same code the local transports and training use.
 from typing import Any
 
 import numpy as np
+
 from cinetron.client.text import PromptTokenizer
 from cinetron.export.python_backend import (
     Array,
