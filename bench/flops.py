@@ -197,6 +197,36 @@ def denoiser_report(repo: Path, cfg_batch: int = 2) -> dict[str, Any]:
     }
 
 
+def batch_scaling(
+    path: Path, sizes: Sequence[int] = (2, 4, 8, 16), repeats: int = 15
+) -> list[dict[str, float]]:
+    """Best onnxruntime time (1 thread) of one denoiser call per batch size: if the time
+    per sample does not fall as the batch grows, batching cannot buy CPU throughput."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    per_sample = count_flops(path, batch=1).total
+    rows = []
+    for batch in sizes:
+        feeds = _dummy_feeds(session, batch)
+        session.run(None, feeds)
+        best = math.inf
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            session.run(None, feeds)
+            best = min(best, time.perf_counter() - t0)
+        rows.append({
+            "batch": float(batch),
+            "ms": 1e3 * best,
+            "ms_per_sample": 1e3 * best / batch,
+            "flops_per_s": per_sample * batch / best,
+        })  # fmt: skip
+    return rows
+
+
 def fmt_flops(x: float) -> str:
     for unit, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6)):
         if abs(x) >= scale:
@@ -214,6 +244,12 @@ def table(report: dict[str, Any]) -> str:
             f"matmul peak (onnxruntime {int(p['gemm_n'])}² fp32): "
             f"{fmt_flops(p['one_thread_flops'])}FLOP/s on 1 thread, "
             f"{fmt_flops(p['all_cores_flops'])}FLOP/s on {int(p['cores'])} cores",
+            "denoiser on 1 onnxruntime thread, by batch size (samples): "
+            + ", ".join(
+                f"{int(r['batch'])}: {r['ms_per_sample']:.2f} ms/sample "
+                f"({fmt_flops(r['flops_per_s'])}FLOP/s)"
+                for r in report.get("batch_scaling", [])
+            ),
         ]
     )
 
@@ -231,7 +267,11 @@ def main(argv: list[str] | None = None) -> int:
     from cinetron.bench.latency import write_json
 
     args = parser().parse_args(argv)
-    report = {"denoiser": denoiser_report(args.repo), "peak": machine_peak(args.gemm_n)}
+    report = {
+        "denoiser": denoiser_report(args.repo),
+        "peak": machine_peak(args.gemm_n),
+        "batch_scaling": batch_scaling(args.repo / "denoiser" / "1" / "model.onnx"),
+    }
     write_json(args.out, report)
     print(table(report))
     print(f"\nwrote {args.out}")

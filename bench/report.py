@@ -77,6 +77,19 @@ def throughput_md(r: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def flops_md(r: dict[str, Any]) -> str:
+    out = [
+        "| denoiser batch (samples) | ms per call | ms per sample | FLOP/s (1 thread) |",
+        "|---|---|---|---|",
+    ]
+    for row in r.get("batch_scaling", []):
+        out.append(
+            f"| {int(row['batch'])} | {row['ms']:.1f} | {row['ms_per_sample']:.2f} "
+            f"| {fmt_flops(row['flops_per_s'])} |"
+        )
+    return "\n".join(out)
+
+
 def sweep_md(r: dict[str, Any]) -> str:
     cs = r["workload"]["concurrency"]
     lo, hi = cs[0], cs[-1]
@@ -127,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--results", type=Path, default=RESULTS, help="folder of the JSON results")
     args = p.parse_args(argv)
     sections = (
+        ("Batch size vs cost (`cinetron bench flops`)", "flops.json", flops_md),
         ("Throughput (`cinetron bench throughput`)", "throughput.json", throughput_md),
         ("Serving knobs (`cinetron bench sweep`)", "sweep.json", sweep_md),
         ("Load test (`make loadtest`)", "loadtest.json", loadtest_md),

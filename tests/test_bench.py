@@ -235,3 +235,18 @@ def test_sweep_rounds_pool_videos_latencies_and_batches() -> None:
     assert p["latency_s"]["p50"] == pytest.approx(3.5)
     assert p["triton_denoiser"]["avg_batch_size"] == pytest.approx(48 / 14)
     assert p["cpu_cores_busy"] == pytest.approx(1.5)
+
+
+def test_batch_scaling_rows_and_their_markdown(tmp_path: Path) -> None:
+    from cinetron.bench.flops import batch_scaling
+    from cinetron.bench.report import flops_md
+
+    path = tmp_path / "tiny.onnx"
+    onnx.save(tiny_graph(), str(path))
+    rows = batch_scaling(path, sizes=(1, 4), repeats=2)
+    assert [r["batch"] for r in rows] == [1.0, 4.0]
+    for r in rows:  # FLOP/s is the hand count (852 per sample) over the measured time
+        assert r["flops_per_s"] == pytest.approx(852 * r["batch"] / (r["ms"] / 1e3))
+        assert r["ms_per_sample"] == pytest.approx(r["ms"] / r["batch"])
+    table = flops_md({"batch_scaling": rows})
+    assert table.count("\n") == 3 and "| 4 |" in table
