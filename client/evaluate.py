@@ -21,7 +21,7 @@ import numpy as np
 from cinetron.client.judge import judge
 from cinetron.client.pipeline import Pipeline
 from cinetron.client.request import GenerationRequest
-from cinetron.client.transports.base import Transport
+from cinetron.client.transports import open_transport
 from cinetron.models import captions
 
 ATTRIBUTES = ("background", "color", "shape", "motion")
@@ -117,21 +117,6 @@ def format_table(rows: dict[str, tuple[Score, int]]) -> str:
     return "\n".join(lines)
 
 
-def open_transport(local: str | None, url: str, repo: Path) -> Transport:
-    """The same choice of transport as ``cinetron generate``."""
-    if local == "torch":
-        from cinetron.client.transports.torch_local import TorchTransport
-
-        return TorchTransport()
-    if local == "onnx":
-        from cinetron.client.transports.onnx_local import OnnxLocalTransport
-
-        return OnnxLocalTransport(repo)
-    from cinetron.client.transports.triton_grpc import TritonGrpcTransport
-
-    return TritonGrpcTransport(url)
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="cinetron eval",
@@ -157,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     results: dict[str, tuple[Score, int]] = {}
     failures: list[dict[str, object]] = []
-    with open_transport(args.local, args.url, args.repo) as transport:
+    kind = args.local or "triton"  # the same choice as `cinetron generate`
+    with open_transport(kind, url=args.url, repo=args.repo) as transport:
         pipeline = Pipeline(transport)
         for name, prompts in sets.items():
             score = evaluate(pipeline, prompts, args.steps, args.guidance, args.scheduler, failures)
