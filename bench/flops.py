@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from cinetron.bench.output import emit
+
 COUNTED_OPS = ("MatMul", "Gemm", "Conv")
 RESULTS = Path(__file__).resolve().parent / "results" / "flops.json"
 
@@ -264,18 +266,13 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from cinetron.bench.latency import write_json
-
     args = parser().parse_args(argv)
     report = {
         "denoiser": denoiser_report(args.repo),
         "peak": machine_peak(args.gemm_n),
         "batch_scaling": batch_scaling(args.repo / "denoiser" / "1" / "model.onnx"),
     }
-    write_json(args.out, report)
-    print(table(report))
-    print(f"\nwrote {args.out}")
-    return 0
+    return emit(args.out, report, table)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ Prints a table and writes ``bench/results/latency.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -32,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from cinetron.bench.output import emit
 from cinetron.client.pipeline import Pipeline
 from cinetron.client.request import GenerationRequest
 from cinetron.client.transports import Transport, open_transport
@@ -274,12 +274,6 @@ def table(report: dict[str, Any]) -> str:
     return "\n".join(line for line in lines if line is not None)
 
 
-def write_json(path: Path, report: dict[str, Any]) -> None:
-    from cinetron.client.video import write_bytes_atomic
-
-    write_bytes_atomic(path, (json.dumps(report, indent=2) + "\n").encode())
-
-
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cinetron bench latency", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
@@ -297,10 +291,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     report = run(args)
-    write_json(args.out, report)
-    print(table(report))
-    print(f"\nwrote {args.out}")
-    return 0
+    return emit(args.out, report, table)
 
 
 if __name__ == "__main__":

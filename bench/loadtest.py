@@ -29,6 +29,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from cinetron.bench.output import emit
 from cinetron.bench.throughput import percentiles
 
 BENCH = Path(__file__).resolve().parent
@@ -197,8 +198,6 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from cinetron.bench.latency import write_json
-
     args = parser().parse_args(argv)
     if args.users < 1 or args.max_requests < 1 or args.ramp_s < 0 or args.steady_s <= 0:
         raise SystemExit("--users and --max-requests must be ≥ 1, --ramp-s ≥ 0, --steady-s > 0")
@@ -213,9 +212,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"locust exited with code {code} and wrote no report", file=sys.stderr)
             return code or 1
         report = json.loads(raw.read_text())
-    write_json(args.out, report)
-    print(table(report))
-    print(f"\nwrote {args.out} (Locust CSV stats: {args.out.with_suffix('')}_stats.csv)")
+    emit(args.out, report, table)
+    print(f"Locust CSV stats: {args.out.with_suffix('')}_stats.csv")
     return code
 
 

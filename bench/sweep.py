@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from cinetron.bench.metrics import BatchStats, CpuMeter, Snapshot, triton_processes
+from cinetron.bench.output import emit
 from cinetron.bench.servers import DenoiserKnobs, denoiser_settings, triton
 from cinetron.bench.throughput import (
     machine,
@@ -186,14 +187,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from cinetron.bench.latency import write_json
-
     args = parser().parse_args(argv)
     report = run(args)
-    write_json(args.out, report)
-    print(table(report))
-    print(f"\nwrote {args.out}")
-    return 0
+    return emit(args.out, report, table)
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from cinetron.bench.metrics import BatchStats, CpuMeter, Snapshot, triton_processes
+from cinetron.bench.output import emit
 from cinetron.bench.profile import PySpy, available
 
 MODES = ("api", "client", "onnx", "torch")
@@ -513,8 +514,6 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from cinetron.bench.latency import write_json
-
     args = parser().parse_args(argv)
     if args.profile and not available():
         print(
@@ -522,10 +521,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         args.profile = False
     report = run(args)
-    write_json(args.out, report)
-    print(table(report))
-    print(f"\nwrote {args.out}")
-    return 0
+    return emit(args.out, report, table)
 
 
 if __name__ == "__main__":

@@ -9,9 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-from cinetron.export.configs import RepositoryOptions
+from cinetron.export.configs import DEFAULT_OUT, RepositoryOptions, add_repository_flags
 
-DEFAULT_OUT = {"cpu": Path("model_repository"), "gpu": Path("model_repository_gpu")}
 # On CPU the denoiser is compute-bound (per-sample cost flat in the batch size), so a
 # second instance, not a bigger batch, is what lets concurrent generations use the second
 # core: about 2× videos/min at concurrency 8 on 2 cores (README, Performance).
@@ -34,23 +33,12 @@ def parser() -> argparse.ArgumentParser:
     from cinetron.models.loading import DEFAULT_WEIGHTS
 
     p = argparse.ArgumentParser(prog="cinetron export", description=__doc__)
-    p.add_argument(
-        "--flavour",
-        choices=("cpu", "gpu"),
-        default="cpu",
-        help="cpu: Python-backend + onnxruntime (runs here); gpu: native backends",
-    )
+    add_repository_flags(p)
     p.add_argument(
         "--weights",
         type=Path,
         default=DEFAULT_WEIGHTS,
         help="trained weights folder (default: %(default)s, or $CINETRON_WEIGHTS)",
-    )
-    p.add_argument(
-        "--out",
-        type=Path,
-        default=None,
-        help="repository folder (default: model_repository, gpu: model_repository_gpu)",
     )
     p.add_argument(
         "--onnx-from",

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from cinetron.client.manifest import ModelManifest
-from cinetron.export.configs import RepositoryOptions
+from cinetron.export.configs import DEFAULT_OUT, RepositoryOptions, add_repository_flags
 from cinetron.export.spec import ONNX_MODELS, repository_spec
 from cinetron.export.tensorrt import build_script, trtexec_command
 
@@ -336,18 +336,7 @@ def parser() -> argparse.ArgumentParser:
         default="wan",
         help="model family (default: %(default)s)",
     )
-    p.add_argument(
-        "--flavour",
-        choices=("cpu", "gpu"),
-        default="cpu",
-        help="cpu: Python-backend + onnxruntime (runs here); gpu: native backends, fp16",
-    )
-    p.add_argument(
-        "--out",
-        type=Path,
-        default=None,
-        help="repository folder (default: model_repository, gpu: model_repository_gpu)",
-    )
+    add_repository_flags(p, gpu_note=", fp16")
     p.add_argument(
         "--threads",
         type=int,
@@ -406,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cinetron export: {e}", file=sys.stderr)
         return 2
     if args.out is None:
-        args.out = Path("model_repository" if args.flavour == "cpu" else "model_repository_gpu")
+        args.out = DEFAULT_OUT[args.flavour]
     start = time.perf_counter()
     try:
         family.export_from_args(args, options, print)
