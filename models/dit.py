@@ -45,6 +45,26 @@ def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
 
 
+def position_code(length: int, dim: int, part: int, parts: int = 3) -> torch.Tensor:
+    """Fixed sin/cos code ``[length, dim]`` for one axis of a 3-D grid (DiT, MAE).
+
+    Each axis owns a disjoint ``dim // parts`` slice of the channels and the rest are zero,
+    so summing the three axis tables equals concatenating per-axis codes. The code has
+    about the token embedding's norm from step 0: a learned table initialised small (our
+    first DiT) stays weak next to the noisy latent, and the model then cannot place one
+    object consistently, only colour the frame. Base 100, not 10000: grids here are at
+    most 8 tokens long, and 10000 wastes most frequencies on near-constant channels.
+    """
+    width = (dim // parts) // 2 * 2
+    half = width // 2
+    freqs = torch.exp(-math.log(100.0) * torch.arange(half, dtype=torch.float32) / half)
+    args = torch.arange(length, dtype=torch.float32)[:, None] * freqs[None]
+    code = torch.zeros(length, dim)
+    code[:, part * width : part * width + half] = torch.sin(args)
+    code[:, part * width + half : (part + 1) * width] = torch.cos(args)
+    return code
+
+
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return x * (1 + scale[:, None]) + shift[:, None]
 
@@ -114,9 +134,11 @@ class VideoDiT(nn.Module):
         pt, ph, pw = cfg.patch
         self.patch_dim = cfg.latent_channels * pt * ph * pw
         self.embed = nn.Linear(self.patch_dim, w)
-        self.pos_t = nn.Parameter(torch.randn(cfg.max_grid[0], w) * 0.02)
-        self.pos_h = nn.Parameter(torch.randn(cfg.max_grid[1], w) * 0.02)
-        self.pos_w = nn.Parameter(torch.randn(cfg.max_grid[2], w) * 0.02)
+        # Fixed per-axis codes (not saved: rebuilt from the config) plus a learned,
+        # zero-initialised correction per axis.
+        for part, (axis, length) in enumerate(zip("thw", cfg.max_grid, strict=True)):
+            self.register_buffer(f"code_{axis}", position_code(length, w, part), persistent=False)
+            setattr(self, f"pos_{axis}", nn.Parameter(torch.zeros(length, w)))
         self.time_mlp = nn.Sequential(nn.Linear(w, w), nn.SiLU(), nn.Linear(w, w))
         self.pooled_mlp = nn.Sequential(nn.Linear(cfg.text_dim, w), nn.SiLU(), nn.Linear(w, w))
         self.text_proj = nn.Linear(cfg.text_dim, w)
@@ -140,9 +162,10 @@ class VideoDiT(nn.Module):
         gt, gh, gw = t // pt, h // ph, w // pw
         x = latents.reshape(b, c, gt, pt, gh, ph, gw, pw)
         x = x.permute(0, 2, 4, 6, 1, 3, 5, 7).reshape(b, gt * gh * gw, self.patch_dim)
-        pos = (
-            self.pos_t[:gt, None, None] + self.pos_h[None, :gh, None] + self.pos_w[None, None, :gw]
-        ).reshape(1, gt * gh * gw, -1)
+        pos_t = (self.code_t + self.pos_t)[:gt, None, None]
+        pos_h = (self.code_h + self.pos_h)[None, :gh, None]
+        pos_w = (self.code_w + self.pos_w)[None, None, :gw]
+        pos = (pos_t + pos_h + pos_w).reshape(1, gt * gh * gw, -1)
         x = self.embed(x) + pos
 
         mask = text_mask.to(text_embeds.dtype)

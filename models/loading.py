@@ -63,5 +63,5 @@ def shapes_manifest(weights: Path = DEFAULT_WEIGHTS) -> ModelManifest:
         text_dim=meta["text_dim"],  # type: ignore[arg-type]
         patch=tuple(dit["patch"]),  # type: ignore[index,arg-type]
         vae_scale=(st, ss, ss),
-        scheduler=SchedulerDefaults(name="euler", steps=20, guidance=5.0, shift=1.0),
+        scheduler=SchedulerDefaults(**meta.get("sampler", {})),  # type: ignore[arg-type]
     )

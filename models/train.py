@@ -29,6 +29,11 @@ from cinetron.models.text_encoder import TEXT_DIM, TEXT_LENGTH, TextEncoder, tok
 from cinetron.models.vae import VAEConfig, VideoAutoencoder
 
 
+# The served defaults for this model (``cinetron.json``'s scheduler), chosen with
+# `cinetron eval` on the committed weights: see the README's table.
+SAMPLER: dict[str, object] = {"name": "euler", "steps": 20, "guidance": 5.0, "shift": 1.0}
+
+
 @dataclass
 class TrainConfig:
     out: Path = Path("weights")
@@ -51,6 +56,8 @@ class TrainConfig:
     dit_depth: int = 6
     dit_patch: str = "2,4,4"  # (T, H, W) latent cells per token: 16x16 pixels, like SD3's 2x2 on 8x
     caption_dropout: float = 0.1
+    uniform_timesteps: float = 0.5  # share of DiT timesteps drawn uniformly, not logit-normal
+    dataset_cache: str = ""  # .pt file to reuse the encoded DiT dataset across runs
     ema: float = 0.999
     log_every: int = 50
     save_every_minutes: float = 5.0
@@ -178,6 +185,40 @@ def build_dit_dataset(
     return torch.cat(latents)[: cfg.dit_examples], embeds, masks
 
 
+def cached_dit_dataset(
+    cfg: TrainConfig, vae: VideoAutoencoder
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``build_dit_dataset``, loaded from ``cfg.dataset_cache`` when it was built with the
+    same seed, size and VAE (encoding takes minutes; a restarted run should not redo it)."""
+    key = {
+        "seed": cfg.seed,
+        "examples": cfg.dit_examples,
+        "vae": float(sum(p.double().sum() for p in vae.state_dict().values())),
+    }
+    path = Path(cfg.dataset_cache) if cfg.dataset_cache else None
+    if path and path.exists():
+        cached = torch.load(path)
+        if cached["key"] == key:
+            return cached["latents"], cached["embeds"], cached["masks"]
+    latents, embeds, masks = build_dit_dataset(cfg, vae)
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"key": key, "latents": latents, "embeds": embeds, "masks": masks}, path)
+    return latents, embeds, masks
+
+
+def sample_timesteps(n: int, uniform_fraction: float) -> torch.Tensor:
+    """Noise levels in (0, 1): logit-normal (SD3), with ``uniform_fraction`` drawn uniformly.
+
+    Logit-normal alone rarely visits sigma near 1, where the object's place and path
+    are decided; samples from such a model show several half-objects and no motion.
+    The uniform share keeps that regime trained without starving the middle.
+    """
+    t = torch.sigmoid(torch.randn(n))
+    uniform = torch.rand(n) < uniform_fraction
+    return torch.where(uniform, torch.rand(n), t)
+
+
 def batches(n: int, batch: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
     while True:
         order = rng.permutation(n)
@@ -191,7 +232,7 @@ def train_dit(
     log: Logger,
     save: callable,  # type: ignore[valid-type]
 ) -> VideoDiT:
-    latents, embeds, masks = build_dit_dataset(cfg, vae)
+    latents, embeds, masks = cached_dit_dataset(cfg, vae)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed + 2)
     patch = tuple(int(p) for p in cfg.dit_patch.split(","))
@@ -231,7 +272,7 @@ def train_dit(
         drop = torch.rand(len(idx)) < cfg.caption_dropout
         text_idx[drop] = 0
         te, tm = embeds[text_idx].float(), masks[text_idx]
-        t = torch.sigmoid(torch.randn(len(idx)))  # logit-normal timesteps (SD3)
+        t = sample_timesteps(len(idx), cfg.uniform_timesteps)
         noise = torch.randn_like(x0)
         tt = t.view(-1, 1, 1, 1, 1)
         xt = (1 - tt) * x0 + tt * noise
@@ -271,6 +312,7 @@ def save_weights(out: Path, vae: VideoAutoencoder, dit: VideoDiT | None) -> None
     if dit is not None:
         save_file({k: v.contiguous() for k, v in dit.state_dict().items()}, out / "dit.safetensors")
         meta["dit"] = dit.cfg.to_dict()
+        meta["sampler"] = SAMPLER
     (out / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
 
 
