@@ -329,7 +329,7 @@ class Composer:
                 timings["encode_s"] += time.perf_counter() - t
 
             cond = embeddings[w.prompt]
-            scheduler = _scheduler(params)
+            scheduler = _scheduler(params, w.seed)
 
             def velocity(sample: Array, timestep: float, cond=cond) -> Array:  # type: ignore[no-untyped-def]
                 return guided_velocity(
@@ -379,9 +379,9 @@ class Composer:
         )
 
 
-def _scheduler(params: ResolvedRequest) -> Scheduler:
+def _scheduler(params: ResolvedRequest, seed: int = 0) -> Scheduler:
     scheduler = make_scheduler(params.scheduler, params.shift)
-    scheduler.set_timesteps(params.steps)
+    scheduler.set_timesteps(params.steps, seed=seed)
     return scheduler
 
 

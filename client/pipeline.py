@@ -142,7 +142,7 @@ class Pipeline:
         encoded = time.perf_counter()
 
         scheduler = make_scheduler(params.scheduler, params.shift)
-        scheduler.set_timesteps(params.steps)
+        scheduler.set_timesteps(params.steps, seed=params.seed)
         x = initial_noise(params.seed, (1, *self.manifest.latent_shape))
 
         def velocity(sample: Array, timestep: float) -> Array:

@@ -53,9 +53,14 @@ def error(x: Array) -> float:
 
 
 ORDER = {"euler": 1, "heun": 2, "dpmpp2m": 2, "unipc": 2}
+ODE_SCHEDULERS = [n for n, cls in SCHEDULERS.items() if not cls.stochastic]
 
 
-@pytest.mark.parametrize("name", list(SCHEDULERS))
+def test_every_ode_scheduler_declares_its_order() -> None:
+    assert sorted(ORDER) == sorted(ODE_SCHEDULERS)
+
+
+@pytest.mark.parametrize("name", ODE_SCHEDULERS)
 def test_scheduler_converges_to_the_exact_ode_solution_at_its_order(name: str) -> None:
     coarse, fine = (error(sample(make_scheduler(name), n)) for n in (100, 200))
     assert fine < 1e-2, f"{name}: error {fine:.2e} after 200 steps"
@@ -63,7 +68,7 @@ def test_scheduler_converges_to_the_exact_ode_solution_at_its_order(name: str) -
     assert observed > ORDER[name] - 0.5, f"{name}: observed order {observed:.2f}"
 
 
-@pytest.mark.parametrize("name", list(SCHEDULERS))
+@pytest.mark.parametrize("name", ODE_SCHEDULERS)
 def test_scheduler_converges_with_timestep_shift(name: str) -> None:
     assert error(sample(make_scheduler(name, shift=3.0), 200)) < 2e-2
 
@@ -95,6 +100,34 @@ def test_scheduler_is_deterministic_and_resets_between_generations(name: str) ->
     assert np.array_equal(first, second)
 
 
+def test_euler_ancestral_centres_on_the_data_and_spreads_a_little_less() -> None:
+    # Not one ODE solution but samples: over many seeds, each element's mean is the data
+    # mean, and its spread is somewhat below the data's (fresh noise discards what the old
+    # noise knew; see the module docstring), never collapsed.
+    seeds = 300
+    out = np.concatenate(
+        [sample_seeded(make_scheduler("euler_ancestral"), 30, seed) for seed in range(seeds)]
+    )
+    assert np.abs(out.mean(0) - MU[0]).max() < 5 * S.max() / np.sqrt(seeds)
+    ratio = out.std(0) / S[0]
+    assert 0.4 < ratio.min() and ratio.max() < 1.1
+
+
+def test_euler_ancestral_is_reproducible_per_seed_and_differs_across_seeds() -> None:
+    scheduler = make_scheduler("euler_ancestral")
+    a, b, c = (sample_seeded(scheduler, 10, seed) for seed in (3, 3, 4))
+    assert np.array_equal(a, b)
+    assert not np.allclose(a, c)
+
+
+def sample_seeded(scheduler: Scheduler, steps: int, seed: int) -> Array:
+    scheduler.set_timesteps(steps, seed=seed)
+    x = np.random.default_rng(seed).standard_normal(MU.shape, dtype=np.float32)
+    for i in range(steps):
+        x = scheduler.step(toy_velocity, i, x)
+    return x
+
+
 def test_shift_spends_more_steps_at_high_noise() -> None:
     plain, shifted = make_scheduler("euler"), make_scheduler("euler", shift=3.0)
     plain.set_timesteps(10)
@@ -104,7 +137,7 @@ def test_shift_spends_more_steps_at_high_noise() -> None:
 
 
 def test_unknown_scheduler_names_the_valid_ones() -> None:
-    with pytest.raises(InvalidArgument, match="expected one of euler, heun, dpmpp2m, unipc"):
+    with pytest.raises(InvalidArgument, match="expected one of euler, heun, dpmpp2m, unipc, euler_ancestral"):
         make_scheduler("ddim")
 
 
@@ -134,6 +167,34 @@ def test_euler_matches_diffusers_flow_match_euler(shift: float, steps: int) -> N
     expected = diffusers_trajectory(ref, np.linspace(1, 0, steps + 1)[:-1], steps, True)
     ours = sample(make_scheduler("euler", shift), steps)
     np.testing.assert_allclose(ours, expected, atol=2e-5)
+
+
+@pytest.mark.parametrize("shift", [1.0, 3.0])
+@pytest.mark.parametrize("steps", [4, 20])
+def test_euler_ancestral_matches_diffusers_stochastic_sampling(
+    shift: float, steps: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The same fresh noise on both sides: diffusers draws it with torch, so hand it ours.
+    diffusers = pytest.importorskip("diffusers")
+    torch = pytest.importorskip("torch")
+    from diffusers.schedulers import scheduling_flow_match_euler_discrete as module
+
+    from cinetron.client.schedulers.euler_ancestral import NOISE_STREAM
+
+    rng = np.random.default_rng([5, NOISE_STREAM])
+    monkeypatch.setattr(
+        module,
+        "randn_tensor",
+        lambda shape, **_: torch.from_numpy(rng.standard_normal(shape, dtype=np.float32)),
+    )
+    ref = diffusers.FlowMatchEulerDiscreteScheduler(shift=shift, stochastic_sampling=True)
+    expected = diffusers_trajectory(ref, np.linspace(1, 0, steps + 1)[:-1], steps, True)
+    scheduler = make_scheduler("euler_ancestral", shift)
+    scheduler.set_timesteps(steps, seed=5)
+    x = NOISE.copy()
+    for i in range(steps):
+        x = scheduler.step(toy_velocity, i, x)
+    np.testing.assert_allclose(x, expected, atol=2e-5)
 
 
 @pytest.mark.parametrize("shift", [1.0, 3.0])

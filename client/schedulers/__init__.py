@@ -6,6 +6,7 @@ from cinetron.client.errors import InvalidArgument
 from cinetron.client.schedulers.base import Scheduler, flow_sigmas
 from cinetron.client.schedulers.dpm import FlowMatchDPMSolverPP2M
 from cinetron.client.schedulers.euler import FlowMatchEuler
+from cinetron.client.schedulers.euler_ancestral import FlowMatchEulerAncestral
 from cinetron.client.schedulers.heun import FlowMatchHeun
 from cinetron.client.schedulers.unipc import FlowMatchUniPC
 
@@ -14,6 +15,7 @@ SCHEDULERS: dict[str, type[Scheduler]] = {
     "heun": FlowMatchHeun,
     "dpmpp2m": FlowMatchDPMSolverPP2M,
     "unipc": FlowMatchUniPC,
+    "euler_ancestral": FlowMatchEulerAncestral,
 }
 
 
@@ -31,6 +33,7 @@ __all__ = [
     "SCHEDULERS",
     "FlowMatchDPMSolverPP2M",
     "FlowMatchEuler",
+    "FlowMatchEulerAncestral",
     "FlowMatchHeun",
     "FlowMatchUniPC",
     "Scheduler",

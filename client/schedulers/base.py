@@ -42,15 +42,22 @@ class Scheduler(ABC):
     # Multistep solvers work in log-SNR, which is -inf at sigma 1; they start a hair
     # below it, as diffusers' UniPC does (the model sees timestep 999.999).
     max_sigma: float = 1.0
+    # Stochastic schedulers draw fresh noise each step (from ``seed``); their output
+    # matches the data distribution, not one ODE solution.
+    stochastic: bool = False
 
     def __init__(self, shift: float = 1.0) -> None:
         self.shift = shift
         self.sigmas = np.zeros(0)
         self.timesteps: list[float] = []
+        self.seed = 0
 
-    def set_timesteps(self, steps: int) -> None:
+    def set_timesteps(self, steps: int, seed: int = 0) -> None:
+        """``seed`` feeds stochastic schedulers' fresh noise (the request's seed, so a
+        generation stays reproducible); deterministic ones ignore it."""
         self.sigmas = np.minimum(flow_sigmas(steps, self.shift), self.max_sigma)
         self.timesteps = [float(s * 1000.0) for s in self.sigmas[:-1]]
+        self.seed = seed
         self.reset()
 
     @property
