@@ -20,7 +20,7 @@ help:
 	@echo "make demo         install, export, start Triton, generate outputs/demo.mp4 from PROMPT"
 	@echo "make test         the test suite (unit + real-Triton integration + bounded faults)"
 	@echo "make install      create .venv with everything (CPU torch pinned)"
-	@echo "make train        retrain the shapes model into weights/ (about 1 hour on 2 cores)"
+	@echo "make train        retrain the shapes model into weights/ (about 2 hours on 2 cores)"
 	@echo "make export       write the Triton model repository (FLAVOUR=cpu|gpu)"
 	@echo "make serve        run tritonserver on the repository (127.0.0.1:8000/8001/8002)"
 	@echo "make lint         ruff + mypy + proto lint"
@@ -48,7 +48,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed $(CHECKOV_VENV)/.installed
 
 train: install
-	$(CINETRON) train --out weights
+	$(CINETRON) train --out weights --dataset-cache runs/dit_dataset.pt
 
 # The Triton model repository. cinetron.json is written last, so it marks a complete
 # export; it is redone when the weights, the export code or the model.py files change.

@@ -28,10 +28,9 @@ from cinetron.models.dit import DiTConfig, VideoDiT
 from cinetron.models.text_encoder import TEXT_DIM, TEXT_LENGTH, TextEncoder, tokenizer_file
 from cinetron.models.vae import VAEConfig, VideoAutoencoder
 
-
 # The served defaults for this model (``cinetron.json``'s scheduler), chosen with
 # `cinetron eval` on the committed weights: see the README's table.
-SAMPLER: dict[str, object] = {"name": "euler", "steps": 20, "guidance": 5.0, "shift": 1.0}
+SAMPLER: dict[str, object] = {"name": "euler", "steps": 20, "guidance": 7.0, "shift": 3.0}
 
 
 @dataclass
@@ -47,9 +46,9 @@ class TrainConfig:
     vae_finetune: bool = False  # continue from OUT/vae.safetensors
     vae_decoder_only: bool = False  # fine-tune the decoder alone
     vae_lr: float = 2e-3
-    dit_examples: int = 12000
-    dit_steps: int = 12000
-    dit_minutes: float = 45.0
+    dit_examples: int = 20000
+    dit_steps: int = 100000  # an upper bound: the time budget ends the run
+    dit_minutes: float = 85.0
     dit_batch: int = 32
     dit_lr: float = 1e-3
     dit_width: int = 160

@@ -163,14 +163,6 @@ def test_generate_streams_queued_then_ordered_progress_then_a_decodable_mp4(star
     assert {"queue_s", "encode_s", "denoise_s", "decode_s", "mp4_s", "total_s"} <= set(done.timings)
 
 
-@pytest.mark.xfail(
-    reason="known bug, open: on a freshly started tritonserver the first API generation "
-    "differs slightly from a repeat with the reported seed (the served models themselves "
-    "are deterministic and batch-invariant, checked by hand; the difference is in the "
-    "API/pipeline path). Bit-identical repeats on one transport are tested in "
-    "tests/test_e2e_triton.py.",
-    strict=False,
-)
 def test_same_seed_gives_the_same_video_and_an_unset_seed_is_reported(start_api, request):
     # Bit-identical frames need identical denoiser batches. The session's shared Triton
     # may still be batching other tests' leftover generations with ours (floating-point

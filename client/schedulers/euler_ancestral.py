@@ -4,11 +4,10 @@ to the next sigma with fresh noise (diffusers' FlowMatchEulerDiscreteScheduler w
 
 Why a stochastic sampler: an ODE sampler follows the model's high-noise prediction
 exactly, so its early mistakes (an object drawn in two half-places) survive to the
-end; fresh noise at every step lets the later, more accurate predictions overrule
-them. Discarding the old noise also narrows the samples slightly (less spread than the
-data), which, as a lower sampling temperature does, favours clean single objects.
-The shapes model keeps one object and its motion far more often this way (README,
-"The built-in model").
+end; fresh noise at every step lets the later predictions overrule them. Discarding the
+old noise also narrows the samples (less spread than the data), like a lower sampling
+temperature. That helps a model whose high-noise predictions are poor; a well-trained
+one does better with the ODE (on the shapes model, Euler wins: README's table).
 
 The fresh noise comes from the request's seed (a stream apart from the initial
 latents'), so a generation is still reproducible.
