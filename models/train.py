@@ -13,7 +13,7 @@ import json
 import math
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from tqdm import tqdm
 
+from cinetron.client.manifest import SchedulerDefaults
 from cinetron.client.text import PromptTokenizer
 from cinetron.models import captions, world
 from cinetron.models.dit import DiTConfig, VideoDiT
@@ -30,7 +31,7 @@ from cinetron.models.vae import VAEConfig, VideoAutoencoder
 
 # The served defaults for this model (``cinetron.json``'s scheduler), chosen with
 # `cinetron eval` on the committed weights: see the README's table.
-SAMPLER: dict[str, object] = {"name": "euler", "steps": 20, "guidance": 7.0, "shift": 3.0}
+SAMPLER = SchedulerDefaults(name="euler", steps=20, guidance=7.0, shift=3.0)
 
 
 @dataclass
@@ -311,7 +312,7 @@ def save_weights(out: Path, vae: VideoAutoencoder, dit: VideoDiT | None) -> None
     if dit is not None:
         save_file({k: v.contiguous() for k, v in dit.state_dict().items()}, out / "dit.safetensors")
         meta["dit"] = dit.cfg.to_dict()
-        meta["sampler"] = SAMPLER
+        meta["sampler"] = asdict(SAMPLER)
     (out / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
 
 
