@@ -5,12 +5,18 @@ Prompt sets (deterministic, built from ``cinetron.models.captions``):
 - ``paraphrase``: the same combinations in sentence shapes training never saw;
 - ``train``: combinations seen in training (a sanity check).
 A JSONL file of ``{"prompt": ..., "attributes": [bg, colour, shape, motion]}`` works too.
+
+One video per prompt judges a 46-prompt set to about +-7 points; ``--seeds 4`` generates each
+prompt with four seeds so that a change of a few points can be told from noise. The table's
+last column is the 95% (Wilson) interval of the all-four accuracy.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import math
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -52,6 +58,13 @@ def prompt_set(name: str, limit: int | None = None) -> list[EvalPrompt]:
     return prompts[:limit] if limit else prompts
 
 
+def with_seeds(prompts: list[EvalPrompt], seeds: int) -> list[EvalPrompt]:
+    """Each prompt ``seeds`` times, with seeds ``seed, seed + 1_000_000, ...`` (disjoint sets)."""
+    return [
+        dataclasses.replace(p, seed=p.seed + k * 1_000_000) for k in range(seeds) for p in prompts
+    ]
+
+
 def load_prompts(path: Path) -> list[EvalPrompt]:
     out = []
     for i, line in enumerate(path.read_text().splitlines()):
@@ -82,6 +95,16 @@ class Score:
         n = max(1, self.total)
         return {**{k: v / n for k, v in correct.items()}, "all": self.all_correct / n}
 
+    def interval(self, z: float = 1.96) -> tuple[float, float]:
+        """Wilson score interval of the all-four accuracy (sound for small n and p near 0/1)."""
+        n = self.total
+        if n == 0:
+            return 0.0, 1.0
+        p = self.all_correct / n
+        centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+        half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+        return max(0.0, centre - half), min(1.0, centre + half)
+
 
 def evaluate(
     pipeline: Pipeline,
@@ -89,31 +112,46 @@ def evaluate(
     steps: int | None = None,
     guidance: float | None = None,
     scheduler: str | None = None,
+    shift: float | None = None,
     failures: list[dict[str, object]] | None = None,
 ) -> Score:
     score = Score()
     for p in prompts:
         video = pipeline.generate(
             GenerationRequest(
-                p.prompt, seed=p.seed, steps=steps, guidance=guidance, scheduler=scheduler
+                p.prompt,
+                seed=p.seed,
+                steps=steps,
+                guidance=guidance,
+                scheduler=scheduler,
+                shift=shift,
             )
         )
         verdict = judge(video.frames)
         score.add(p.attributes, verdict.attributes)
         if failures is not None and verdict.attributes != p.attributes:
             failures.append(
-                {"prompt": p.prompt, "expected": p.attributes, "got": verdict.attributes}
+                {
+                    "prompt": p.prompt,
+                    "seed": p.seed,
+                    "expected": p.attributes,
+                    "got": verdict.attributes,
+                }
             )
     return score
 
 
-def format_table(rows: dict[str, tuple[Score, int]]) -> str:
-    header = f"| prompt set | videos | {' | '.join(ATTRIBUTES)} | all four |"
-    lines = [header, "|" + "---|" * (len(ATTRIBUTES) + 3)]
-    for name, (score, _) in rows.items():
+def format_table(rows: dict[str, Score]) -> str:
+    header = f"| prompt set | videos | {' | '.join(ATTRIBUTES)} | all four | 95% interval |"
+    lines = [header, "|" + "---|" * (len(ATTRIBUTES) + 4)]
+    for name, score in rows.items():
         r = score.row()
+        lo, hi = score.interval()
         cells = " | ".join(f"{100 * r[a]:.1f}%" for a in ATTRIBUTES)
-        lines.append(f"| {name} | {score.total} | {cells} | **{100 * r['all']:.1f}%** |")
+        lines.append(
+            f"| {name} | {score.total} | {cells} | **{100 * r['all']:.1f}%** "
+            f"| {100 * lo:.0f}–{100 * hi:.0f}% |"
+        )
     return "\n".join(lines)
 
 
@@ -132,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int)
     p.add_argument("--guidance", type=float)
     p.add_argument("--scheduler")
+    p.add_argument("--shift", type=float)
+    p.add_argument("--seeds", type=int, default=1, help="videos per prompt, each its own seed")
     p.add_argument("--json", type=Path, help="also write results (and failures) as JSON")
     args = p.parse_args(argv)
 
@@ -140,19 +180,31 @@ def main(argv: list[str] | None = None) -> int:
         if args.prompts
         else {name: prompt_set(name, args.limit) for name in args.sets}
     )
-    results: dict[str, tuple[Score, int]] = {}
+    if args.seeds < 1:
+        p.error(f"--seeds must be at least 1, got {args.seeds}")
+    sets = {name: with_seeds(prompts, args.seeds) for name, prompts in sets.items()}
+    results: dict[str, Score] = {}
     failures: list[dict[str, object]] = []
     kind = args.local or "triton"  # the same choice as `cinetron generate`
     with open_transport(kind, url=args.url, repo=args.repo) as transport:
         pipeline = Pipeline(transport)
         for name, prompts in sets.items():
-            score = evaluate(pipeline, prompts, args.steps, args.guidance, args.scheduler, failures)
-            results[name] = (score, len(prompts))
+            score = evaluate(
+                pipeline,
+                prompts,
+                args.steps,
+                args.guidance,
+                args.scheduler,
+                args.shift,
+                failures,
+            )
+            results[name] = score
             print(f"{name}: {100 * score.row()['all']:.1f}% all four correct", file=sys.stderr)
     print(format_table(results))
     if args.json:
         payload = {
-            name: score.row() | {"videos": score.total} for name, (score, _) in results.items()
+            name: score.row() | {"videos": score.total, "all_95": score.interval()}
+            for name, score in results.items()
         }
         args.json.write_text(
             json.dumps({"results": payload, "failures": failures}, indent=2) + "\n"

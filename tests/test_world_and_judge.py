@@ -68,3 +68,31 @@ def test_shape_mask_area_matches_geometry(name: str) -> None:
     area = world.shape_mask(name, 32, 32, size).sum()
     expected = {"circle": np.pi / 4, "square": 1.0, "triangle": 0.5}[name] * size**2
     assert abs(area - expected) / expected < 0.06
+
+
+def test_eval_seeds_repeat_every_prompt_with_distinct_seeds() -> None:
+    from cinetron.client.evaluate import prompt_set, with_seeds
+
+    prompts = prompt_set("held-out", limit=5)
+    repeated = with_seeds(prompts, 3)
+    assert len(repeated) == 15
+    assert len({p.seed for p in repeated}) == 15
+    assert [p.prompt for p in repeated[5:10]] == [p.prompt for p in prompts]
+
+
+def test_eval_interval_brackets_the_accuracy_and_narrows_with_more_videos() -> None:
+    from cinetron.client.evaluate import Score
+
+    def score(hits: int, n: int) -> Score:
+        s = Score()
+        for i in range(n):
+            truth = ("black", "red", "circle", "left")
+            s.add(truth, truth if i < hits else ("black", "red", "circle", "right"))
+        return s
+
+    small, large = score(6, 10), score(60, 100)
+    lo, hi = small.interval()
+    assert lo < 0.6 < hi
+    lo2, hi2 = large.interval()
+    assert lo < lo2 < 0.6 < hi2 < hi
+    assert score(0, 10).interval()[0] == 0.0 and score(10, 10).interval()[1] == 1.0
