@@ -31,7 +31,7 @@ from cinetron.models.vae import VAEConfig, VideoAutoencoder
 
 # The served defaults for this model (``cinetron.json``'s scheduler), chosen with
 # `cinetron eval` on the committed weights: see the README's table.
-SAMPLER = SchedulerDefaults(name="euler", steps=20, guidance=7.0, shift=3.0)
+SAMPLER = SchedulerDefaults(name="euler", steps=20, guidance=4.0, shift=3.0)
 
 
 @dataclass
