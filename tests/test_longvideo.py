@@ -156,8 +156,8 @@ def test_an_extended_red_circle_stays_a_red_circle_on_black(extended) -> None:  
 
 @pytest.mark.triton
 @pytest.mark.xfail(
-    reason="the committed DiT gets motion right in about 72% of plain held-out clips "
-    "(README's eval table) and not yet for this extension; XPASS once it does",
+    reason="the committed DiT gets motion right in 99% of plain held-out clips (README's "
+    "eval table) but not yet in extension windows (docs/beyond-one-clip.md); XPASS once it does",
     strict=False,
 )
 def test_an_extended_red_circle_keeps_moving_left(extended) -> None:  # type: ignore[no-untyped-def]
