@@ -113,6 +113,7 @@ def evaluate(
     guidance: float | None = None,
     scheduler: str | None = None,
     shift: float | None = None,
+    *,
     failures: list[dict[str, object]] | None = None,
 ) -> Score:
     score = Score()
@@ -192,11 +193,11 @@ def main(argv: list[str] | None = None) -> int:
             score = evaluate(
                 pipeline,
                 prompts,
-                args.steps,
-                args.guidance,
-                args.scheduler,
-                args.shift,
-                failures,
+                steps=args.steps,
+                guidance=args.guidance,
+                scheduler=args.scheduler,
+                shift=args.shift,
+                failures=failures,
             )
             results[name] = score
             print(f"{name}: {100 * score.row()['all']:.1f}% all four correct", file=sys.stderr)
