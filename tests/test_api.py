@@ -163,13 +163,6 @@ def test_generate_streams_queued_then_ordered_progress_then_a_decodable_mp4(star
     assert {"queue_s", "encode_s", "denoise_s", "decode_s", "mp4_s", "total_s"} <= set(done.timings)
 
 
-@pytest.mark.xfail(
-    reason="open defect: through the API, repeated generations with one seed on one private "
-    "tritonserver differ (up to 38% of pixels, max 19 levels after H.264), while the same "
-    "requests through the client Pipeline, and single denoiser/encode/decode calls, are "
-    "bit-identical on that server (checked 2026-11-25); the cause is in the API process",
-    strict=False,
-)
 def test_same_seed_gives_the_same_video_and_an_unset_seed_is_reported(start_api, request):
     # Bit-identical frames need identical denoiser batches. The session's shared Triton
     # may still be batching other tests' leftover generations with ours (floating-point
