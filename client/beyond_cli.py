@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from cinetron.client.errors import InvalidArgument
+from cinetron.client.longvideo import DEFAULT_CARRY_STRENGTH, DEFAULT_OVERLAP
 from cinetron.client.transports.base import Transport
 
 STORYBOARD_HELP = (
@@ -41,7 +42,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--width", type=int, default=None, help="output width (model's buckets)")
     g.add_argument("--height", type=int, default=None, help="output height")
-    g.add_argument("--overlap", type=int, default=2, help="latent frames shared by windows")
+    g.add_argument(
+        "--overlap", type=int, default=DEFAULT_OVERLAP, help="latent frames shared by windows"
+    )
+    g.add_argument(
+        "--carry-strength",
+        type=float,
+        default=DEFAULT_CARRY_STRENGTH,
+        help="where a carried window starts from its continuation guess, 0..1 (1: noise)",
+    )
     g.add_argument("--seams", action="store_true", help="print the seam-quality report")
 
 
@@ -96,6 +105,7 @@ def composition(args: argparse.Namespace, base):  # type: ignore[no-untyped-def]
         width=args.width,
         height=args.height,
         overlap=args.overlap,
+        carry_strength=args.carry_strength,
     )
 
 

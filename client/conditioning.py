@@ -10,6 +10,9 @@ Two tricks on the flow-matching path ``x_t = (1 - sigma) * x_0 + sigma * noise``
 - **Partial denoising** (SDEdit, video-to-video): start at the step whose sigma is
   ``strength`` from the input's latents noised to that sigma; 1 is pure text-to-video,
   small values keep more of the input.
+- **Warm start** (carried windows): pinning alone left the new frames free to put the
+  object anywhere (it jumped back towards the centre), so a window that continues a video
+  also starts, SDEdit-style, from a guess at its own frames (``continuation_guess``).
 
 Known latents come from ``vae_encoder``, an optional model of the repository (the seven
 contract models have no encoder); ``latent_encoder_for`` finds it for any transport.
@@ -62,6 +65,25 @@ def pin(sample: Array, condition: LatentCondition, noise: Array, sigma: float) -
     k = condition.known
     out[:, :, k] = noised(condition.latents[:, :, k], noise[:, :, k], sigma)
     return out
+
+
+def continuation_guess(history: Array, known: int, frames: int, extrapolate: bool) -> Array:
+    """A first guess at a window of ``frames`` latent frames that continues ``history``.
+
+    ``history`` ``[1, C, t, H, W]`` ends where the video so far ends. The guess is its
+    last ``known`` frames, then the last frame carried on at its last latent step
+    (``extrapolate``: motion goes on) or held (a new prompt decides the motion). Only
+    its coarse layout survives the noise it is started from, which is the point: the
+    object stays where it was and keeps going.
+    """
+    last = history[:, :, -1:]
+    velocity = np.zeros_like(last)
+    if extrapolate and history.shape[2] >= 2:
+        velocity = last - history[:, :, -2:-1]
+    ahead = np.arange(1, frames - known + 1, dtype=np.float32)[None, None, :, None, None]
+    return np.concatenate([history[:, :, -known:], last + ahead * velocity], axis=2).astype(
+        np.float32
+    )
 
 
 def start_index(sigmas: npt.NDArray[np.float64], strength: float) -> int:

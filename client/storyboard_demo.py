@@ -7,7 +7,10 @@ docs/beyond-one-clip.md):
   (``F`` frames; a shorter tail is dropped) and each clip is judged on its own; the
   accuracy of an attribute is the share of the shot's clips judged right;
 - seam quality: mean absolute frame difference at window seams vs inside windows;
-- image-to-video: PSNR of the first frame against the given image.
+- image-to-video: PSNR of the first frame against the given image;
+- extension: rendered clips of every motion extended by one window under a few
+  (overlap, carry strength) settings side by side, each extension judged on its last
+  clip, with the object's jump at the seam.
 
 Starts its own tritonserver on the exported repository unless ``--url`` is given.
 """
@@ -23,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from cinetron.client.evaluate import ATTRIBUTES, Score
-from cinetron.client.judge import judge
+from cinetron.client.judge import judge, object_masks
 from cinetron.client.longvideo import (
     Composer,
     CompositionRequest,
@@ -107,6 +110,70 @@ def image_to_video_psnr(composer: Composer, seeds: range, steps: int | None) -> 
     return out
 
 
+# (overlap, carry_strength): the earlier default, each change alone, the default now.
+EXTENSION_SETTINGS = ((2, 1.0), (3, 1.0), (2, 0.9), (3, 0.9))
+MOTIONS = ("left", "right", "up", "down")
+
+
+def _centre(frame: np.ndarray, background: str) -> np.ndarray | None:
+    ys, xs = np.nonzero(object_masks(frame[None], background)[0])
+    return np.array([xs.mean(), ys.mean()]) if len(xs) else None
+
+
+def extension_sources(scenes: int, seed: int = 3000) -> list[tuple[Attributes, np.ndarray]]:
+    """Rendered clips that move left/right/up/down and end with room to go on
+    (≥ 20 px to the edge they head for): an extension can then keep the motion."""
+    from cinetron.models import world
+
+    backgrounds, colors, shapes = ("black", "white", "gray"), ("red", "blue", "green"), (
+        "circle", "square", "triangle"
+    )  # fmt: skip
+    out: list[tuple[Attributes, np.ndarray]] = []
+    for k in range(scenes * len(MOTIONS)):
+        motion = MOTIONS[k % len(MOTIONS)]
+        attrs = (backgrounds[k % 3], colors[(k // 3) % 3], shapes[(k // 9) % 3], motion)
+        clip = world.render(world.sample_scene(np.random.default_rng(seed + k), *attrs))
+        end = _centre(clip[-1], attrs[0])
+        if end is None:
+            continue
+        room = {"left": end[0], "right": 64 - end[0], "up": end[1], "down": 64 - end[1]}
+        if room[motion] >= 20:
+            out.append((attrs, clip))
+    return out
+
+
+def extension_table(composer: Composer, scenes: int, seeds: int, steps: int | None) -> str:
+    sources = extension_sources(scenes)
+    lines = [
+        f"{len(sources)} rendered clips × {seeds} seeds, one extension window each; judged on "
+        "the last clip of the result\n",
+        "| overlap | carry strength | motion kept | background, colour, shape kept | "
+        "median jump at the seam (px) | s per extension |",
+        "|---|---|---|---|---|---|",
+    ]
+    for overlap, strength in EXTENSION_SETTINGS:
+        motion, looks, jumps, started = [], [], [], time.perf_counter()
+        for attrs, clip in sources:
+            for seed in range(seeds):
+                base = GenerationRequest(caption(attrs), seed=seed, steps=steps)
+                request = CompositionRequest(
+                    base, video=clip, overlap=overlap, carry_strength=strength
+                )
+                video = composer.generate(request)
+                verdict = judge(video.frames[-len(clip) :])
+                motion.append(verdict.motion == attrs[3])
+                looks.append((verdict.background, verdict.color, verdict.shape) == attrs[:3])
+                a = _centre(video.frames[len(clip) - 1], attrs[0])
+                b = _centre(video.frames[len(clip)], attrs[0])
+                jumps.append(64.0 if a is None or b is None else float(np.abs(a - b).max()))
+        each = (time.perf_counter() - started) / len(motion)
+        lines.append(
+            f"| {overlap} | {strength:g} | {np.mean(motion):.0%} | {np.mean(looks):.0%} | "
+            f"{np.median(jumps):.1f} | {each:.2f} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="storyboard-demo", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
@@ -116,6 +183,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--i2v", type=int, default=8, help="image-to-video samples for the PSNR")
+    p.add_argument(
+        "--extension-scenes", type=int, default=16, help="rendered clips per motion to extend"
+    )
     args = p.parse_args(argv)
 
     from cinetron.client.transports.triton_grpc import TritonGrpcTransport
@@ -154,6 +224,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"\n### Image-to-video\n\nfirst-frame PSNR over {len(values)} images: "
                 f"mean {np.mean(values):.1f} dB, min {np.min(values):.1f} dB"
             )
+        if args.extension_scenes:
+            table = extension_table(composer, args.extension_scenes, 2, args.steps)
+            print(f"\n### Extension (overlap and carry strength side by side)\n\n{table}")
     return 0
 
 

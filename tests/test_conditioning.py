@@ -17,6 +17,7 @@ from cinetron.client.conditioning import (
     LatentCondition,
     OnnxEncoder,
     TritonEncoder,
+    continuation_guess,
     decode_image,
     denoise,
     noised,
@@ -109,6 +110,27 @@ def test_strength_outside_0_1_is_refused_with_the_range(strength: float) -> None
     scheduler.set_timesteps(10)
     with pytest.raises(InvalidArgument, match=r"strength: must be in \(0, 1\]"):
         start_index(scheduler.sigmas, strength)
+
+
+@pytest.mark.parametrize("extrapolate", [False, True])
+def test_a_continuation_guess_keeps_the_known_tail_then_holds_or_moves_on(
+    extrapolate: bool,
+) -> None:
+    rng = np.random.default_rng(4)
+    history = rng.standard_normal((1, 4, 5, 16, 16)).astype(np.float32)
+    guess = continuation_guess(history, known=3, frames=8, extrapolate=extrapolate)
+    assert guess.shape == (1, 4, 8, 16, 16) and guess.dtype == np.float32
+    np.testing.assert_array_equal(guess[:, :, :3], history[:, :, 2:])
+    last, step = history[:, :, 4], history[:, :, 4] - history[:, :, 3]
+    for j in range(1, 6):
+        expected = last + j * step if extrapolate else last
+        np.testing.assert_allclose(guess[:, :, 2 + j], expected, rtol=1e-6, atol=1e-6)
+
+
+def test_a_one_frame_history_can_only_be_held() -> None:
+    history = np.ones((1, 4, 1, 16, 16), np.float32)
+    guess = continuation_guess(history, known=1, frames=8, extrapolate=True)
+    np.testing.assert_array_equal(guess, np.ones((1, 4, 8, 16, 16), np.float32))
 
 
 def test_png_round_trip_and_garbage_image_is_invalid_argument() -> None:

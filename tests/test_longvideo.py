@@ -3,6 +3,8 @@ generated through a real tritonserver, judged by the procedural judge."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -13,12 +15,14 @@ from cinetron.client.longvideo import (
     Composer,
     CompositionRequest,
     Shot,
+    carries_motion_on,
     plan,
     seam_report,
+    window_steps,
 )
 from cinetron.client.manifest import ModelManifest
 from cinetron.client.pipeline import Pipeline
-from cinetron.client.request import GenerationRequest
+from cinetron.client.request import GenerationRequest, resolve
 from cinetron.client.transports.triton_grpc import TritonGrpcTransport
 from cinetron.models import world
 from cinetron.models.captions import canonical_caption
@@ -46,12 +50,13 @@ def base(
     return GenerationRequest(prompt, seed=7)
 
 
-def test_sixty_seconds_is_480_frames_in_40_windows_each_carrying_the_last(
+def test_sixty_seconds_is_480_frames_in_48_windows_each_carrying_the_last(
     manifest: ModelManifest,
 ) -> None:
     windows = plan(CompositionRequest(base(), duration=60.0), manifest)
     assert sum(w.take for w in windows) == 480
-    assert len(windows) == 1 + (480 - 16 + 11) // 12  # 16 fresh frames, then 12 per window
+    # 16 fresh frames, then 10 per window: 3 latent frames (6 frames) of 8 overlap.
+    assert len(windows) == 1 + (480 - 16 + 9) // 10
     assert not windows[0].carry and all(w.carry for w in windows[1:])
     assert [w.seed for w in windows[:3]] == [7, 8, 9]
 
@@ -72,12 +77,39 @@ def test_storyboard_cuts_restart_from_the_seed_and_continues_carry(
         assert sum(w.take for w in windows if w.shot == s) == frames
 
 
+def test_only_the_first_carried_window_of_a_prompt_carries_the_motion_on(
+    manifest: ModelManifest,
+) -> None:
+    shots = (
+        Shot("a red circle moving right", 6.0),
+        Shot("a red circle moving left", 4.0, "continue"),
+    )
+    windows = plan(CompositionRequest(base(), shots=shots), manifest)
+    moves = [carries_motion_on(windows, i) for i in range(len(windows))]
+    first_of_second_shot = next(i for i, w in enumerate(windows) if w.shot == 1)
+    assert moves[:3] == [False, True, False]  # fresh, first carried, later carried
+    assert not moves[first_of_second_shot]  # a new prompt decides its own motion
+    extension = plan(CompositionRequest(base(), video=np.zeros((16, 64, 64, 3), np.uint8),
+                                        duration=3.0), manifest)  # fmt: skip
+    assert [carries_motion_on(extension, i) for i in range(len(extension))] == [True, False, False]
+
+
+def test_carried_windows_start_later_and_make_fewer_steps(manifest: ModelManifest) -> None:
+    request = CompositionRequest(base(), duration=4.0)  # 32 frames: 16, then 10, 6
+    windows = plan(request, manifest)
+    params = resolve(request.base, manifest)
+    steps = window_steps(request, windows, params)
+    assert steps[0] == params.steps and all(0 < n < params.steps for n in steps[1:])
+    noise_only = replace(request, carry_strength=1.0)
+    assert window_steps(noise_only, windows, params) == [params.steps] * len(windows)
+
+
 def test_extension_carries_from_the_input_and_adds_one_window_by_default(
     manifest: ModelManifest,
 ) -> None:
     video = np.zeros((16, 64, 64, 3), np.uint8)
     (window,) = plan(CompositionRequest(base(), video=video), manifest)
-    assert window.carry and window.take == 12
+    assert window.carry and window.take == 10
     windows = plan(CompositionRequest(base(), video=video, duration=3.0), manifest)
     assert sum(w.take for w in windows) == 24 and all(w.carry for w in windows)
 
@@ -87,10 +119,12 @@ def test_extension_carries_from_the_input_and_adds_one_window_by_default(
     [
         ({"width": 128, "height": 64}, r"size: 128x64 is not a size .* supported .*: 64x64"),
         ({"height": 32}, r"64x32 is not a size"),
-        ({"duration": 61.0}, r"duration: must be between 0.5 and 60 seconds"),
-        ({"duration": 0.1}, r"duration: must be between 0.5 and 60 seconds"),
+        ({"duration": 61.0}, r"duration: must be between 0.75 and 60 seconds"),
+        ({"duration": 0.1}, r"duration: must be between 0.75 and 60 seconds"),
         ({"duration": float("inf")}, r"duration: must be between"),
         ({"strength": 0.5}, r"strength: applies to video-to-video"),
+        ({"carry_strength": 0.0}, r"carry_strength: must be in \(0, 1\] \(1: pure noise\)"),
+        ({"carry_strength": 1.5}, r"carry_strength: must be in \(0, 1\]"),
         ({"shots": (Shot("x", 2.0, "dissolve"),)}, r"shots\[0\].transition: must be one of cut"),
         ({"shots": (Shot("x", 40.0), Shot("y", 30.0))}, r"shots: the shots last 70 s"),
         ({"shots": (Shot("  ", 2.0),)}, r"prompt: must not be empty"),
@@ -147,19 +181,14 @@ def extended(composer: Composer):  # type: ignore[no-untyped-def]
 @pytest.mark.triton
 def test_an_extended_red_circle_stays_a_red_circle_on_black(extended) -> None:  # type: ignore[no-untyped-def]
     source, video = extended
-    assert video.input_frames == 16 and len(video.frames) == 28
-    np.testing.assert_array_equal(video.frames[:12], source[:12])  # before the cross-fade
-    verdict = judge(video.frames[-16:])  # the cross-faded overlap and the 12 new frames
+    assert video.input_frames == 16 and len(video.frames) == 26
+    np.testing.assert_array_equal(video.frames[:10], source[:10])  # before the cross-fade
+    verdict = judge(video.frames[-16:])  # the cross-faded overlap and the 10 new frames
     print(f"extension judged {verdict}; {seam_report(video).line()}")
     assert (verdict.background, verdict.color, verdict.shape) == ("black", "red", "circle")
 
 
 @pytest.mark.triton
-@pytest.mark.xfail(
-    reason="the committed DiT gets motion right in 99% of plain held-out clips (README's "
-    "eval table) but not yet in extension windows (docs/beyond-one-clip.md); XPASS once it does",
-    strict=False,
-)
 def test_an_extended_red_circle_keeps_moving_left(extended) -> None:  # type: ignore[no-untyped-def]
     _, video = extended
     assert judge(video.frames[-16:]).motion == "left"
@@ -171,7 +200,7 @@ def test_a_long_video_has_seams_no_worse_than_its_own_motion(composer: Composer)
     request = CompositionRequest(GenerationRequest(canonical_caption(attrs), seed=1), duration=6.0)
     video = composer.generate(request)
     assert video.frames.shape == (48, 64, 64, 3)
-    assert video.seams == [16, 28, 40]
+    assert video.seams == [16, 26, 36, 46]  # 10 new frames per carried window
     report = seam_report(video)
     print(report.line())
     # A join that ignored the previous window would jump by tens of levels on average.
