@@ -94,6 +94,8 @@ THROUGHPUT_FLAGS ?=
 SWEEP_FLAGS ?=
 bench: $(REPO)/cinetron.json
 	$(CINETRON) bench latency --repo $(REPO) $(BENCH_FLAGS)
+	$(CINETRON) bench latency --repo $(REPO) --threads 2 --denoiser-instances 1 --skip torch \
+		--rounds 4 --out bench/results/latency_2threads.json $(BENCH_FLAGS)
 	$(CINETRON) bench flops --repo $(REPO)
 	$(CINETRON) bench throughput --repo $(REPO) --profile $(THROUGHPUT_FLAGS)
 	$(CINETRON) bench sweep --repo $(REPO) $(SWEEP_FLAGS)

@@ -11,6 +11,12 @@ alike. Also measured:
 - where that cost goes: Triton's own statistics for the denoiser (queue, input,
   compute, output per request) split it into server-side and client/gRPC time.
 
+``--threads N`` gives every runtime N onnxruntime/torch threads per call: the in-process
+sessions and, on a Triton this command starts, the served denoiser (with
+``--denoiser-instances``; a repository variant as ``cinetron bench sweep`` makes). The
+default, 1 thread and the repository as exported, is the throughput setting;
+``--threads 2 --denoiser-instances 1`` is the latency setting of a 2-core machine.
+
 Prints a table and writes ``bench/results/latency.json``.
 """
 
@@ -32,6 +38,8 @@ from typing import Any
 import numpy as np
 
 from cinetron.bench.output import emit
+from cinetron.bench.servers import DenoiserKnobs, denoiser_settings
+from cinetron.bench.servers import triton as served_triton
 from cinetron.client.pipeline import Pipeline
 from cinetron.client.request import GenerationRequest
 from cinetron.client.transports import Transport, open_transport
@@ -109,14 +117,15 @@ def server_breakdown(before: dict[str, int], after: dict[str, int]) -> dict[str,
 
 
 @contextmanager
-def triton(repository: Path, url: str | None) -> Iterator[str]:
+def triton(repository: Path, url: str | None, knobs: DenoiserKnobs | None) -> Iterator[str]:
     if url is not None:
         yield url
         return
-    from cinetron.tritonserver import TritonServer
-
-    with TritonServer(repository) as server:
+    with served_triton(repository, knobs) as server:
         print(f"tritonserver ready in {server.startup_seconds:.1f} s at {server.grpc_url}")
+        denoiser = denoiser_settings(server.repository)
+        print(f"served denoiser: {denoiser['instances']} instance(s) × "
+              f"{denoiser['intra_op_threads']} thread(s)")  # fmt: skip
         yield server.grpc_url
 
 
@@ -133,10 +142,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     load_before = os.getloadavg()
     kinds = [k for k in ORDER if k not in args.skip]
     samples = {k: Samples() for k in kinds}
+    knobs = None
+    if args.threads != 1 or args.denoiser_instances is not None:
+        knobs = DenoiserKnobs(instances=args.denoiser_instances, threads=args.threads)
     with ExitStack() as stack:
-        url = stack.enter_context(triton(args.repo, args.url))
+        url = stack.enter_context(triton(args.repo, args.url, knobs))
         transports: dict[str, Transport] = {
-            k: stack.enter_context(open_transport(k, url=url, repo=args.repo, threads=1))
+            k: stack.enter_context(open_transport(k, url=url, repo=args.repo, threads=args.threads))
             for k in kinds
         }
 
@@ -202,7 +214,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "steps": args.steps,
             "guidance": "model default (CFG as one batch of 2)",
             "scheduler": "model default",
-            "threads": 1,
+            "threads": args.threads,
+            "served_denoiser": knobs.label() if knobs else "as exported",
             "step_calls": args.step_calls,
         },
         "transports": results,
@@ -238,7 +251,8 @@ def table(report: dict[str, Any]) -> str:
     w = report["workload"]
     lines = [
         f"latency at concurrency 1: {len(w['prompts'])} prompts × {w['seeds']} seeds × "
-        f"{w['rounds']} rounds, {w['steps']} steps, 1 thread per runtime; load average "
+        f"{w['rounds']} rounds, {w['steps']} steps, {w['threads']} thread(s) per runtime "
+        f"(served denoiser: {w.get('served_denoiser', 'as exported')}); load average "
         f"{report['machine']['loadavg_1m_before_after'][0]:.1f} on "
         f"{report['machine']['cpus']} CPUs",
         f"{'transport':<26}{'s/video':>9}{'p90':>8}{'vs ORT':>8}{'ms/step':>9}{'min':>7}"
@@ -284,6 +298,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=2, help="passes over prompts × seeds")
     p.add_argument("--step-calls", type=int, default=200, help="bare denoiser calls each")
     p.add_argument("--skip", nargs="*", default=[], choices=ORDER, help="transports to leave out")
+    p.add_argument("--threads", type=int, default=1, help="threads per call, in-process and served")
+    p.add_argument(
+        "--denoiser-instances",
+        type=int,
+        default=None,
+        help="served denoiser instances (default: as exported)",
+    )
     p.add_argument("--out", type=Path, default=RESULTS, help="JSON results path")
     return p
 

@@ -77,6 +77,42 @@ def throughput_md(r: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def latency_md(r: dict[str, Any]) -> str:
+    from cinetron.bench.latency import LABELS as TRANSPORTS
+
+    w, m = r["workload"], r["machine"]
+    out = [
+        f"{len(w['prompts'])} prompts × {w['seeds']} seeds × {w['rounds']} rounds per transport, "
+        f"{w['steps']} steps, taking turns video by video; {w['threads']} thread(s) per call "
+        f"in every runtime; served denoiser: {w.get('served_denoiser', 'as exported')}; load "
+        f"average {m['loadavg_1m_before_after'][0]:.1f} → {m['loadavg_1m_before_after'][1]:.1f}.",
+        "",
+        "| transport | s/video (median) | p90 | vs in-process ORT | ms/step (median / min) "
+        "| serving cost per step (median / min) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for kind, t in r["transports"].items():
+        ratio = f"**{t['video_vs_onnx']:.2f}×**" if "video_vs_onnx" in t else "–"
+        cost = (
+            f"{t['step_overhead_ms']:+.2f} / {t['step_min_overhead_ms']:+.2f} ms"
+            if "step_overhead_ms" in t
+            else "–"
+        )
+        out.append(
+            f"| {TRANSPORTS[kind]} | {t['video_s_median']:.3f} | {t['video_s_p90']:.3f} | {ratio} "
+            f"| {t['step_ms_median']:.2f} / {t['step_ms_min']:.2f} | {cost} |"
+        )
+    g = r.get("triton_denoiser_per_grpc_step")
+    if g:
+        out += [
+            "",
+            f"Inside Triton per served step: queue {g['queue_ms']:.2f}, input {g['input_ms']:.2f}, "
+            f"compute {g['infer_ms']:.2f} (the Python backend's IPC to its stub + onnxruntime), "
+            f"output {g['output_ms']:.2f} ms.",
+        ]
+    return "\n".join(out)
+
+
 def flops_md(r: dict[str, Any]) -> str:
     out = [
         "| denoiser batch (samples) | ms per call | ms per sample | FLOP/s (1 thread) |",
@@ -140,6 +176,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--results", type=Path, default=RESULTS, help="folder of the JSON results")
     args = p.parse_args(argv)
     sections = (
+        (
+            "Latency at c1, throughput setting (`cinetron bench latency`)",
+            "latency.json",
+            latency_md,
+        ),
+        (
+            "Latency at c1, latency setting (`cinetron bench latency --threads 2 "
+            "--denoiser-instances 1`)",
+            "latency_2threads.json",
+            latency_md,
+        ),
         ("Batch size vs cost (`cinetron bench flops`)", "flops.json", flops_md),
         ("Throughput (`cinetron bench throughput`)", "throughput.json", throughput_md),
         ("Serving knobs (`cinetron bench sweep`)", "sweep.json", sweep_md),

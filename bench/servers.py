@@ -29,6 +29,7 @@ class DenoiserKnobs:
 
     instances: int | None = None
     threads: int | None = None  # onnxruntime intra-op threads per instance
+    spinning: bool | None = None  # onnxruntime threads busy-wait between parallel sections
     delay_us: int | None = None  # dynamic batcher max_queue_delay_microseconds
     preferred: tuple[int, ...] | None = None  # preferred batch sizes (samples)
     batching: bool = True
@@ -41,6 +42,8 @@ class DenoiserKnobs:
             parts.append(f"instances={self.instances}")
         if self.threads is not None:
             parts.append(f"threads={self.threads}")
+        if self.spinning is not None:
+            parts.append(f"spinning={'on' if self.spinning else 'off'}")
         if self.delay_us is not None:
             parts.append(f"delay={self.delay_us}us")
         if self.preferred is not None:
@@ -57,6 +60,7 @@ def denoiser_settings(repo: Path) -> dict[str, object]:
     return {
         "instances": sum(g.count for g in config.instance_group) or 1,
         "intra_op_threads": int(config.parameters["intra_op_threads"].string_value or 1),
+        "allow_spinning": (config.parameters["allow_spinning"].string_value or "1") == "1",
         "dynamic_batching": batching,
         "max_queue_delay_us": config.dynamic_batching.max_queue_delay_microseconds
         if batching
@@ -88,12 +92,20 @@ def repository_variant(repo: Path, out: Path, knobs: DenoiserKnobs) -> Path:
     shutil.copytree(
         repo, out, copy_function=_link_onnx, ignore=shutil.ignore_patterns("__pycache__")
     )
+    if knobs.threads is not None:  # like `cinetron export --threads`: every onnxruntime model
+        for path in sorted(out.glob("*/config.pbtxt")):
+            other = read_config(path)
+            if "intra_op_threads" in other.parameters:
+                other.parameters["intra_op_threads"].string_value = str(knobs.threads)
+                write_config(path.parent, other)
     model_dir = out / "denoiser"
     config = read_config(model_dir / "config.pbtxt")
     if knobs.instances is not None:
         config.instance_group[0].count = knobs.instances
     if knobs.threads is not None:
         config.parameters["intra_op_threads"].string_value = str(knobs.threads)
+    if knobs.spinning is not None:
+        config.parameters["allow_spinning"].string_value = "1" if knobs.spinning else "0"
     if not knobs.batching:
         config.ClearField("dynamic_batching")
     else:

@@ -48,6 +48,9 @@ VARIANTS: dict[str, DenoiserKnobs] = {
         instances=1, threads=1, batching=False
     ),
     "1 instance × 2 threads": DenoiserKnobs(instances=1, threads=2),
+    "1 instance × 2 threads, no spinning": DenoiserKnobs(instances=1, threads=2, spinning=False),
+    "2 instances × 2 threads": DenoiserKnobs(instances=2, threads=2),
+    "2 instances × 2 threads, no spinning": DenoiserKnobs(instances=2, threads=2, spinning=False),
     "2 instances × 1 thread": DenoiserKnobs(instances=2, threads=1),
     "step batching off": DenoiserKnobs(batching=False),
     "delay 0 us": DenoiserKnobs(delay_us=0),
@@ -144,9 +147,11 @@ def merge_rounds(rounds: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def served(d: dict[str, Any]) -> str:
-    """``2×1 d1000`` = 2 instances × 1 thread, batcher delay 1000 us (``off``: no batcher)."""
+    """``2×1 d1000`` = 2 instances × 1 thread, batcher delay 1000 us (``off``: no batcher);
+    ``ns``: onnxruntime threads do not spin."""
     delay = f"d{d['max_queue_delay_us']}" if d["dynamic_batching"] else "off"
-    return f"{d['instances']}×{d['intra_op_threads']} {delay}"
+    spin = "" if d.get("allow_spinning", True) else " ns"
+    return f"{d['instances']}×{d['intra_op_threads']}{spin} {delay}"
 
 
 def table(report: dict[str, Any]) -> str:

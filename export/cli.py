@@ -65,6 +65,12 @@ def parser() -> argparse.ArgumentParser:
         help="cpu: onnxruntime intra-op threads per model instance (default: 1)",
     )
     p.add_argument(
+        "--no-spinning",
+        action="store_true",
+        help="cpu: onnxruntime threads sleep between parallel sections instead of spinning "
+        "(for instances × threads > cores; slower otherwise, see `cinetron bench sweep`)",
+    )
+    p.add_argument(
         "--denoiser-instances",
         type=int,
         default=None,
@@ -106,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             preferred_batch_sizes=args.preferred_batch_sizes,
             max_queue_delay_us=args.max_queue_delay_us,
             intra_op_threads=args.threads,
+            allow_spinning=not args.no_spinning,
             denoiser_instances=_instances(args.denoiser_instances, args.flavour),
             gpu_backend=args.gpu_backend,
             fp16=not args.fp32,

@@ -54,6 +54,9 @@ class RepositoryOptions:
     max_queue_delay_us: int = 1000
     # cpu flavour: onnxruntime threads per instance; instances × threads ≤ cores.
     intra_op_threads: int = 1
+    # cpu flavour: onnxruntime's threads busy-wait between parallel sections (its
+    # default). Off only when instances × threads > cores (`cinetron bench sweep`).
+    allow_spinning: bool = True
     denoiser_instances: int = 1
     # gpu flavour
     gpu_backend: GpuBackend = "onnxruntime"
@@ -122,6 +125,7 @@ def model_config(spec: ModelSpec, options: RepositoryOptions) -> mc.ModelConfig:
         config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=instances)
         _kv(config, "onnx_file", "model.onnx")
         _kv(config, "intra_op_threads", str(options.intra_op_threads))
+        _kv(config, "allow_spinning", "1" if options.allow_spinning else "0")
     elif options.gpu_backend == "tensorrt_plan":
         config.platform = "tensorrt_plan"
         config.default_model_filename = "model.plan"

@@ -132,8 +132,10 @@ def run_batched(
 class OnnxRuntimeModel:
     """A Triton Python model that runs ``<version>/<onnx_file>`` with onnxruntime.
 
-    Config parameters: ``onnx_file`` (default ``model.onnx``) and ``intra_op_threads``
-    (default 1; instances × threads should not exceed the cores).
+    Config parameters: ``onnx_file`` (default ``model.onnx``), ``intra_op_threads``
+    (default 1) and ``allow_spinning`` (default 1: onnxruntime's own default, its
+    threads busy-wait between parallel sections; 0 lets them sleep, which is what
+    instances × threads > cores needs).
     """
 
     def initialize(self, args: dict[str, str]) -> None:
@@ -144,6 +146,8 @@ class OnnxRuntimeModel:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = int(parameter(config, "intra_op_threads", "1"))
         opts.inter_op_num_threads = 1
+        spinning = parameter(config, "allow_spinning", "1")
+        opts.add_session_config_entry("session.intra_op.allow_spinning", spinning)
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         self.input_names = [t["name"] for t in config["input"]]
         self.output_dims = io_dims(config, "output")
@@ -153,7 +157,8 @@ class OnnxRuntimeModel:
         }
         print(
             f"event=onnx_model_loaded model={args['model_name']} file={path} "
-            f"intra_op_threads={opts.intra_op_num_threads} pid={os.getpid()}",
+            f"intra_op_threads={opts.intra_op_num_threads} allow_spinning={spinning} "
+            f"pid={os.getpid()}",
             flush=True,
         )
 

@@ -160,6 +160,23 @@ def test_repository_variant_edits_only_the_denoiser_knobs(tmp_path: Path) -> Non
     assert original.instance_group[0].count == 1  # the source is untouched
 
 
+def test_repository_variant_threads_reach_every_onnxruntime_model_like_the_export_flag(
+    tmp_path: Path,
+) -> None:
+    repo = denoiser_config_dir(tmp_path)
+    manifest = ModelManifest.load(repo)
+    decoder = next(m for m in repository_spec(manifest) if m.name == "vae_decoder")
+    write_config(repo / "vae_decoder", model_config(decoder, RepositoryOptions()))
+    knobs = DenoiserKnobs(threads=2, spinning=False)
+    out = repository_variant(repo, tmp_path / "variant", knobs)
+    denoiser = read_config(out / "denoiser" / "config.pbtxt")
+    assert denoiser.parameters["intra_op_threads"].string_value == "2"
+    assert denoiser.parameters["allow_spinning"].string_value == "0"
+    vae = read_config(out / "vae_decoder" / "config.pbtxt")
+    assert vae.parameters["intra_op_threads"].string_value == "2"
+    assert knobs.label() == "threads=2 spinning=off"
+
+
 def test_repository_variant_can_turn_step_batching_off(tmp_path: Path) -> None:
     repo = denoiser_config_dir(tmp_path)
     out = repository_variant(repo, tmp_path / "off", DenoiserKnobs(batching=False))

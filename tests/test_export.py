@@ -122,13 +122,19 @@ def test_cpu_repository_has_the_seven_models_of_the_contract(
 
 def test_export_options_reach_the_denoiser_config(tmp_path: Path, model_repository: Path) -> None:
     options = RepositoryOptions(
-        preferred_batch_sizes=(4, 8, 32), max_queue_delay_us=250, intra_op_threads=2
+        preferred_batch_sizes=(4, 8, 32),
+        max_queue_delay_us=250,
+        intra_op_threads=2,
+        allow_spinning=False,
     )
     write_repository(tmp_path, DEFAULT_WEIGHTS, options, onnx_from=model_repository)
     denoiser = read_config(tmp_path / "denoiser" / "config.pbtxt")
     assert list(denoiser.dynamic_batching.preferred_batch_size) == [4, 8]  # 32 > max batch
     assert denoiser.dynamic_batching.max_queue_delay_microseconds == 250
     assert denoiser.parameters["intra_op_threads"].string_value == "2"
+    assert denoiser.parameters["allow_spinning"].string_value == "0"
+    default = read_config(model_repository / "denoiser" / "config.pbtxt")
+    assert default.parameters["allow_spinning"].string_value == "1"  # onnxruntime's default
 
 
 def test_gpu_configs_parse_and_match_the_onnx_graphs(gpu_repository: Path) -> None:
