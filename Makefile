@@ -24,7 +24,7 @@ help:
 	@echo "make export       write the Triton model repository (FLAVOUR=cpu|gpu)"
 	@echo "make serve        run tritonserver on the repository (127.0.0.1:8000/8001/8002)"
 	@echo "make lint         ruff + mypy + proto lint"
-	@echo "make bench        latency, throughput at concurrency 1-8, FLOPs vs peak, knob sweep (~10 min)"
+	@echo "make bench        latency, throughput at concurrency 1-8, FLOPs vs peak, knob sweep (~15 min)"
 	@echo "make loadtest     Locust against the gRPC API (API_ADDRESS=host:port, else starts its own)"
 	@echo "make serve-api    the public gRPC API on 127.0.0.1:50051 (needs \`make serve\`, or API_FLAGS=\"--local torch\")"
 	@echo "make reliability  bad input, faults, overload, security; table in bench/results/reliability.json"

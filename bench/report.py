@@ -161,6 +161,8 @@ def loadtest_md(r: dict[str, Any]) -> str:
     ]
     for phase in ("ramp", "steady", "drain", "total"):
         p = r[phase]
+        if not p["completed"] and not p["errors"]:
+            continue  # e.g. no drain: the request budget ran out before the steady phase did
         lat = p["latency_s"]
         errors = f"{p['errors']} {p['errors_by_code']}" if p["errors"] else "0"
         out.append(
