@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import collections
+import contextlib
 import importlib.util
 import os
 import re
@@ -49,6 +50,48 @@ HARMLESS = (
     "Unable to allocate pinned system memory",
     "failed to get number of CUDA devices",
 )
+
+
+STUB_BINARY = b"triton_python_backend_stub"
+SHM_DIR = Path("/dev/shm")
+
+
+def _stubs_of(server_pid: int) -> list[tuple[int, int, str]]:
+    """(pid, current parent pid, shared-memory region) of every Python-backend stub that
+    tritonserver ``server_pid`` started. A stub's argv is ``stub model.py <region> <size>
+    <growth> <server pid> ...``; Linux ``/proc`` only (elsewhere: none found)."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            stat = (proc / "stat").read_text()
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        if len(argv) > 5 and argv[0].endswith(STUB_BINARY) and argv[5] == str(server_pid).encode():
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            found.append((int(proc.name), ppid, argv[2].decode(errors="replace")))
+    return found
+
+
+def reap_orphaned_stubs(server_pid: int, timeout: float = 5.0) -> int:
+    """Kill the stubs that outlived tritonserver ``server_pid`` and unlink their
+    shared-memory regions; returns how many there were.
+
+    A server killed with SIGKILL (the OOM killer, a crash test) cannot stop its stubs,
+    and a stub that was in the middle of a request then waits on its IPC forever,
+    holding its onnxruntime session (~100 MB) and a 4 MB region in /dev/shm.
+    """
+    orphans = [(pid, region) for pid, ppid, region in _stubs_of(server_pid) if ppid != server_pid]
+    for pid, _ in orphans:
+        with contextlib.suppress(ProcessLookupError):  # it may have exited meanwhile
+            os.kill(pid, signal.SIGKILL)
+    end = time.monotonic() + timeout
+    while any(Path(f"/proc/{pid}").exists() for pid, _ in orphans) and time.monotonic() < end:
+        time.sleep(0.05)
+    for _, region in orphans:
+        if region.startswith("triton_python_backend_shm_region_"):
+            (SHM_DIR / region).unlink(missing_ok=True)
+    return len(orphans)
 
 
 class TritonStartError(RuntimeError):
@@ -380,7 +423,8 @@ class TritonServer:
             time.sleep(0.2)
 
     def stop(self, timeout: float = 30.0) -> int | None:
-        """SIGTERM, wait ``timeout`` s, then SIGKILL. Returns the exit code; safe to repeat."""
+        """SIGTERM, wait ``timeout`` s, then SIGKILL; then reap stubs that outlived the
+        server (``reap_orphaned_stubs``). Returns the exit code; safe to repeat."""
         process = self._process
         if process is None:
             return None
@@ -391,6 +435,7 @@ class TritonServer:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+        reap_orphaned_stubs(process.pid)
         return process.returncode
 
     def request_stop(self) -> None:
@@ -405,6 +450,7 @@ class TritonServer:
         code = self._process.wait()
         if self._reader is not None:
             self._reader.join(timeout=5)
+        reap_orphaned_stubs(self._process.pid)
         return code
 
     def __enter__(self) -> TritonServer:

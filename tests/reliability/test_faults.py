@@ -24,7 +24,7 @@ from rel_support import SERVING, ApiProcess, good_request_succeeds, process_stat
 
 from cinetron.client.video import decode_mp4
 from cinetron.server.stubs import pb
-from cinetron.tritonserver import TritonServer
+from cinetron.tritonserver import SHM_DIR, TritonServer, _stubs_of
 
 C = grpc.StatusCode
 S = pb.JobState
@@ -117,6 +117,13 @@ def test_triton_killed_mid_generation_fails_fast_and_recovers(
     api.wait_not_serving()
     code, details, _ = rpc_outcome(lambda: api.stub.Generate(pb.GenerateRequest(prompt="a")))
     assert code == C.UNAVAILABLE and "not ready" in details
+
+    # The stub that was mid-request outlives a SIGKILLed server (it waits on its IPC for
+    # ever, holding its session and a /dev/shm region); stop() reaps it and the region.
+    stubs = _stubs_of(triton.pid)
+    triton.stop()
+    assert _stubs_of(triton.pid) == []
+    assert not any((SHM_DIR / region).exists() for _, _, region in stubs), stubs
 
     triton_factory(ports=dict(triton.ports))  # "the same" Triton comes back
     api.wait_serving(60)
