@@ -113,6 +113,9 @@ def image_to_video_psnr(composer: Composer, seeds: range, steps: int | None) -> 
 # (overlap, carry_strength): the earlier default, each change alone, the default now.
 EXTENSION_SETTINGS = ((2, 1.0), (3, 1.0), (2, 0.9), (3, 0.9))
 MOTIONS = ("left", "right", "up", "down")
+EXTENSION_BACKGROUNDS = ("black", "white", "gray")
+EXTENSION_COLORS = ("red", "blue", "green")
+EXTENSION_SHAPES = ("circle", "square", "triangle")
 
 
 def _centre(frame: np.ndarray, background: str) -> np.ndarray | None:
@@ -125,19 +128,22 @@ def extension_sources(scenes: int, seed: int = 3000) -> list[tuple[Attributes, n
     (≥ 20 px to the edge they head for): an extension can then keep the motion."""
     from cinetron.models import world
 
-    backgrounds, colors, shapes = ("black", "white", "gray"), ("red", "blue", "green"), (
-        "circle", "square", "triangle"
-    )  # fmt: skip
     out: list[tuple[Attributes, np.ndarray]] = []
     for k in range(scenes * len(MOTIONS)):
-        motion = MOTIONS[k % len(MOTIONS)]
-        attrs = (backgrounds[k % 3], colors[(k // 3) % 3], shapes[(k // 9) % 3], motion)
+        attrs = (
+            EXTENSION_BACKGROUNDS[k % 3],
+            EXTENSION_COLORS[(k // 3) % 3],
+            EXTENSION_SHAPES[(k // 9) % 3],
+            MOTIONS[k % len(MOTIONS)],
+        )
         clip = world.render(world.sample_scene(np.random.default_rng(seed + k), *attrs))
         end = _centre(clip[-1], attrs[0])
         if end is None:
             continue
-        room = {"left": end[0], "right": 64 - end[0], "up": end[1], "down": 64 - end[1]}
-        if room[motion] >= 20:
+        height, width = clip.shape[1:3]
+        x, y = end
+        room = {"left": x, "right": width - x, "up": y, "down": height - y}[attrs[3]]
+        if room >= 20:
             out.append((attrs, clip))
     return out
 

@@ -10,7 +10,7 @@ import pytest
 
 from cinetron.client import buckets
 from cinetron.client.errors import InvalidArgument
-from cinetron.client.judge import judge
+from cinetron.client.judge import Verdict, judge
 from cinetron.client.longvideo import (
     Composer,
     CompositionRequest,
@@ -23,6 +23,7 @@ from cinetron.client.longvideo import (
 from cinetron.client.manifest import ModelManifest
 from cinetron.client.pipeline import Pipeline
 from cinetron.client.request import GenerationRequest, resolve
+from cinetron.client.storyboard_demo import MOTIONS, extension_sources
 from cinetron.client.transports.triton_grpc import TritonGrpcTransport
 from cinetron.models import world
 from cinetron.models.captions import canonical_caption
@@ -158,6 +159,14 @@ def test_the_served_sizes_are_exactly_the_manifest_size(manifest: ModelManifest)
     assert buckets.sizes(manifest) == [(64, 64)]
     buckets.check_size(manifest, None, None)
     buckets.check_size(manifest, 64, 64)
+
+
+def test_the_extension_benchmark_uses_clips_of_every_direction_with_room_to_go_on() -> None:
+    sources = extension_sources(4)  # 16 rendered clips, minus those that end near the edge
+    assert 0 < len(sources) < 16
+    assert {attrs[3] for attrs, _ in sources} == set(MOTIONS)
+    for attrs, clip in sources:
+        assert judge(clip) == Verdict(*attrs)  # what the extension must keep
 
 
 # --- through a real tritonserver --------------------------------------------------------
