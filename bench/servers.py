@@ -102,8 +102,6 @@ def repository_variant(repo: Path, out: Path, knobs: DenoiserKnobs) -> Path:
     config = read_config(model_dir / "config.pbtxt")
     if knobs.instances is not None:
         config.instance_group[0].count = knobs.instances
-    if knobs.threads is not None:
-        config.parameters["intra_op_threads"].string_value = str(knobs.threads)
     if knobs.spinning is not None:
         config.parameters["allow_spinning"].string_value = "1" if knobs.spinning else "0"
     if not knobs.batching:

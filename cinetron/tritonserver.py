@@ -54,6 +54,7 @@ HARMLESS = (
 
 STUB_BINARY = b"triton_python_backend_stub"
 SHM_DIR = Path("/dev/shm")
+SHM_REGION_PREFIX = "triton_python_backend_shm_region_"  # the Python backend's region names
 
 
 def _stubs_of(server_pid: int) -> list[tuple[int, int, str]]:
@@ -89,7 +90,7 @@ def reap_orphaned_stubs(server_pid: int, timeout: float = 5.0) -> int:
     while any(Path(f"/proc/{pid}").exists() for pid, _ in orphans) and time.monotonic() < end:
         time.sleep(0.05)
     for _, region in orphans:
-        if region.startswith("triton_python_backend_shm_region_"):
+        if region.startswith(SHM_REGION_PREFIX):
             (SHM_DIR / region).unlink(missing_ok=True)
     return len(orphans)
 

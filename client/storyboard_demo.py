@@ -171,7 +171,8 @@ def extension_table(composer: Composer, scenes: int, seeds: int, steps: int | No
                 looks.append((verdict.background, verdict.color, verdict.shape) == attrs[:3])
                 a = _centre(video.frames[len(clip) - 1], attrs[0])
                 b = _centre(video.frames[len(clip)], attrs[0])
-                jumps.append(64.0 if a is None or b is None else float(np.abs(a - b).max()))
+                lost = float(max(clip.shape[1:3]))  # the object vanished: a whole frame
+                jumps.append(lost if a is None or b is None else float(np.abs(a - b).max()))
         each = (time.perf_counter() - started) / len(motion)
         lines.append(
             f"| {overlap} | {strength:g} | {np.mean(motion):.0%} | {np.mean(looks):.0%} | "

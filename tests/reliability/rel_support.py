@@ -22,6 +22,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from cinetron.server.stubs import SERVICE_NAME, pb, pb_grpc
+from cinetron.tritonserver import SHM_DIR, SHM_REGION_PREFIX
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 MAX_RECEIVE = 64 << 20
@@ -177,12 +178,8 @@ def good_request_succeeds(stub: pb_grpc.VideoServiceStub) -> bool:
     return events[-1].WhichOneof("event") == "completed" and len(events[-1].completed.video) > 0
 
 
-SHM = Path("/dev/shm")
-SHM_PREFIX = "triton_python_backend_shm_region_"
-
-
 def shm_regions() -> set[str]:
-    return {p.name for p in SHM.glob(SHM_PREFIX + "*")} if SHM.is_dir() else set()
+    return {p.name for p in SHM_DIR.glob(SHM_REGION_PREFIX + "*")} if SHM_DIR.is_dir() else set()
 
 
 def remove_orphaned_shm(before: set[str]) -> int:
@@ -200,6 +197,6 @@ def remove_orphaned_shm(before: set[str]) -> int:
         mapped |= {name for name in new if name in text}
     removed = 0
     for name in new - mapped:
-        (SHM / name).unlink(missing_ok=True)
+        (SHM_DIR / name).unlink(missing_ok=True)
         removed += 1
     return removed
