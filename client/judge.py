@@ -121,18 +121,19 @@ def judge_shape(mask: npt.NDArray[np.bool_]) -> str:
     return SHAPES[int(np.argmax(ious))]
 
 
+def centroid(mask: npt.NDArray[np.bool_]) -> tuple[float, float] | None:
+    """The object's centre ``(x, y)`` in pixels, or ``None`` when the mask is empty."""
+    ys, xs = np.nonzero(mask)
+    return (float(xs.mean()), float(ys.mean())) if len(xs) else None
+
+
 def judge_motion(masks: npt.NDArray[np.bool_]) -> str:
     def centre_and_area(frame_masks: npt.NDArray[np.bool_]) -> tuple[float, float, float]:
-        cx, cy, area = [], [], []
-        for m in frame_masks:
-            ys, xs = np.nonzero(m)
-            if len(xs):
-                cx.append(xs.mean())
-                cy.append(ys.mean())
-                area.append(len(xs))
-        if not area:
+        seen = [(c, int(m.sum())) for m in frame_masks if (c := centroid(m)) is not None]
+        if not seen:
             return (np.nan, np.nan, 0.0)
-        return (float(np.mean(cx)), float(np.mean(cy)), float(np.mean(area)))
+        (cx, cy), area = np.mean([c for c, _ in seen], axis=0), np.mean([a for _, a in seen])
+        return (float(cx), float(cy), float(area))
 
     x0, y0, a0 = centre_and_area(masks[:3])
     x1, y1, a1 = centre_and_area(masks[-3:])

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from cinetron.client.evaluate import ATTRIBUTES, Score
-from cinetron.client.judge import judge, object_masks
+from cinetron.client.judge import centroid, judge, object_masks
 from cinetron.client.longvideo import (
     Composer,
     CompositionRequest,
@@ -119,8 +119,8 @@ EXTENSION_SHAPES = ("circle", "square", "triangle")
 
 
 def _centre(frame: np.ndarray, background: str) -> np.ndarray | None:
-    ys, xs = np.nonzero(object_masks(frame[None], background)[0])
-    return np.array([xs.mean(), ys.mean()]) if len(xs) else None
+    centre = centroid(object_masks(frame[None], background)[0])
+    return None if centre is None else np.array(centre)
 
 
 def extension_sources(scenes: int, seed: int = 3000) -> list[tuple[Attributes, np.ndarray]]:
