@@ -7,16 +7,14 @@ crash or a full disk never leaves a partial MP4 that looks complete.
 from __future__ import annotations
 
 import io
-import os
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
 import numpy.typing as npt
+
+from cinetron.client.files import write_bytes_atomic
 
 Frames = npt.NDArray[np.uint8]  # [F, H, W, 3]
 
@@ -52,32 +50,6 @@ def decode_mp4(data: bytes | str | Path) -> Frames:
             np.asarray(f.to_ndarray(format="rgb24"), np.uint8) for f in container.decode(video=0)
         ]
     return np.stack(frames)
-
-
-@contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """A temporary path beside ``path`` that replaces it only if the block succeeds."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a video is an ordinary file
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
-    path = Path(path)
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    return path
 
 
 def write_mp4(path: str | Path, frames: Frames, fps: int) -> Path:

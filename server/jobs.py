@@ -22,9 +22,9 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from cinetron.client.errors import Cancelled
+from cinetron.client.files import write_bytes_atomic
 from cinetron.client.manifest import ModelManifest
 from cinetron.client.pipeline import Progress
-from cinetron.client.video import write_bytes_atomic
 from cinetron.server import convert
 from cinetron.server.engine import Engine, Finished, Hub, Queued, Started, Ticket
 from cinetron.server.errors import ApiError, not_found, to_api_error
