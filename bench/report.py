@@ -148,6 +148,12 @@ def sweep_md(r: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def gpu_md(r: dict[str, Any]) -> str:
+    from cinetron.bench.gpu import table
+
+    return table(r)
+
+
 def loadtest_md(r: dict[str, Any]) -> str:
     s = r["settings"]
     out = [
@@ -193,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         ("Throughput (`cinetron bench throughput`)", "throughput.json", throughput_md),
         ("Serving knobs (`cinetron bench sweep`)", "sweep.json", sweep_md),
         ("Load test (`make loadtest`)", "loadtest.json", loadtest_md),
+        ("GPU (`cinetron bench gpu`)", "gpu.json", gpu_md),
     )
     found = False
     for title, name, render in sections:

@@ -11,6 +11,7 @@ SUITES: dict[str, tuple[str, str]] = {
     "flops": ("cinetron.bench.flops", "denoiser FLOPs per step and the matmul peak"),
     "sweep": ("cinetron.bench.sweep", "serving knobs and their measured effect"),
     "loadtest": ("cinetron.bench.loadtest", "Locust load test of the gRPC API"),
+    "gpu": ("cinetron.bench.gpu", "denoiser batch scaling and step batching, in-process torch"),
     "report": ("cinetron.bench.report", "the README's Performance tables from bench/results"),
 }
 
