@@ -17,9 +17,11 @@ def open_transport(
     url: str = "127.0.0.1:8001",
     repo: str | Path = "model_repository",
     threads: int = 1,
+    spinning: bool = True,
 ) -> Transport:
     """``triton``/``triton-shm``: the server at ``url``; ``onnx``: the exported ``repo``
-    in-process; ``torch``: the reference weights in-process (needs ``cinetron[export]``)."""
+    in-process (``threads``, ``spinning``: its onnxruntime sessions); ``torch``: the
+    reference weights in-process (needs ``cinetron[export]``)."""
     if kind == "triton":
         from cinetron.client.transports.triton_grpc import TritonGrpcTransport
 
@@ -31,7 +33,7 @@ def open_transport(
     if kind == "onnx":
         from cinetron.client.transports.onnx_local import OnnxLocalTransport
 
-        return OnnxLocalTransport(repo, threads=threads)
+        return OnnxLocalTransport(repo, threads=threads, spinning=spinning)
     if kind == "torch":
         from cinetron.client.transports.torch_local import TorchTransport
 

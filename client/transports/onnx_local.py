@@ -32,9 +32,13 @@ def repository_file(repo: Path, *parts: str) -> Path:
 
 
 class OnnxLocalTransport(Transport):
-    """``threads``: onnxruntime intra-op threads per session (1 matches the Triton cpu flavour)."""
+    """``threads``: onnxruntime intra-op threads per session (1 matches the Triton cpu
+    flavour). ``spinning``: whether those threads busy-wait between parallel sections
+    (onnxruntime's default; the served models' ``allow_spinning``)."""
 
-    def __init__(self, repo_dir: str | Path = DEFAULT_REPOSITORY, threads: int = 1) -> None:
+    def __init__(
+        self, repo_dir: str | Path = DEFAULT_REPOSITORY, threads: int = 1, spinning: bool = True
+    ) -> None:
         repo = Path(repo_dir)
         self.manifest: ModelManifest = ModelManifest.load(repository_file(repo, "cinetron.json"))
         self.tokenizer = PromptTokenizer(
@@ -44,6 +48,7 @@ class OnnxLocalTransport(Transport):
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", str(int(spinning)))
         self.sessions = {
             name: ort.InferenceSession(
                 str(repository_file(repo, name, "1", "model.onnx")),

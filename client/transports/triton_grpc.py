@@ -66,7 +66,9 @@ def _input(name: str, array: npt.NDArray[np.generic], datatype: str) -> grpcclie
 class TritonGrpcTransport(Transport):
     """``url``: Triton's gRPC ``host:port``. ``manifest``: override the served manifest
     (for repositories exported before it was published through the config).
-    ``timeout_s``: per call, so a hung server surfaces as ``Unavailable``."""
+    ``timeout_s``: per call, so a hung server surfaces as ``Unavailable``.
+    ``denoiser_model``: the served model each step calls (another name serves A/B
+    variants of the denoiser, or the benchmark's no-work floor model)."""
 
     def __init__(
         self,
@@ -74,8 +76,10 @@ class TritonGrpcTransport(Transport):
         manifest: ModelManifest | None = None,
         timeout_s: float = 120.0,
         connect_timeout_s: float = 10.0,
+        denoiser_model: str = MANIFEST_MODEL,
     ) -> None:
         self.url, self.timeout_s = url, timeout_s
+        self.denoiser_model = denoiser_model
         try:
             self.client = grpcclient.InferenceServerClient(url)
         except InferenceServerException as e:  # e.g. a malformed url
@@ -94,7 +98,7 @@ class TritonGrpcTransport(Transport):
             ) from None
         if not live:
             raise Unavailable(f"Triton at {self.url} is not live yet; retry in a few seconds")
-        for model in REQUIRED_MODELS:
+        for model in dict.fromkeys((*REQUIRED_MODELS, self.denoiser_model)):
             try:
                 ready = self.client.is_model_ready(model, client_timeout=timeout_s)
             except InferenceServerException as e:
@@ -157,7 +161,7 @@ class TritonGrpcTransport(Transport):
             _input("text_mask", text_mask, "INT64"),
         ]
         result = self._infer(
-            "denoiser", inputs, [grpcclient.InferRequestedOutput("velocity")], request_id
+            self.denoiser_model, inputs, [grpcclient.InferRequestedOutput("velocity")], request_id
         )
         return result.as_numpy("velocity")
 

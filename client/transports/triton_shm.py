@@ -72,8 +72,9 @@ class TritonShmTransport(TritonGrpcTransport):
         manifest: ModelManifest | None = None,
         timeout_s: float = 120.0,
         connect_timeout_s: float = 10.0,
+        denoiser_model: str = "denoiser",
     ) -> None:
-        super().__init__(url, manifest, timeout_s, connect_timeout_s)
+        super().__init__(url, manifest, timeout_s, connect_timeout_s, denoiser_model)
         prefix = f"cinetron_{os.getpid()}_{uuid.uuid4().hex[:8]}"
         self._latents = _Region(f"{prefix}_latents", self.client)
         self._velocity = _Region(f"{prefix}_velocity", self.client)
@@ -134,7 +135,7 @@ class TritonShmTransport(TritonGrpcTransport):
         velocity.set_shared_memory(self._velocity.name, latents.nbytes)
 
         t = _input("timestep", timestep.reshape(-1, 1).astype(np.float32), "FP32")
-        self._infer("denoiser", [x, t, embeds, mask], [velocity], request_id)
+        self._infer(self.denoiser_model, [x, t, embeds, mask], [velocity], request_id)
         # a copy: the region is overwritten by the next step
         return np.array(shm.get_contents_as_numpy(self._velocity.handle, np.float32, latents.shape))
 
