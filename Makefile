@@ -86,7 +86,10 @@ demo: $(REPO)/cinetron.json
 	echo "video: $(abspath $(DEMO_OUT))"
 
 # Everything measured in one run on this machine, each step writing bench/results/<name>.json:
-# latency per transport at concurrency 1; denoiser FLOPs and the matmul peak; throughput at
+# latency per transport at concurrency 1 (1 thread per call as exported, then 2 threads
+# without onnxruntime spinning: a spinning runtime's idle threads hold a core for a while
+# after each call and slow whichever transport runs next, since they take turns);
+# denoiser FLOPs and the matmul peak; throughput at
 # concurrency 1/2/4/8 through the API, the client, in-process ORT and torch (Triton batch
 # sizes, py-spy profile at the top); the serving-knob sweep. About 10 min on 2 cores.
 BENCH_FLAGS ?=
@@ -94,8 +97,8 @@ THROUGHPUT_FLAGS ?=
 SWEEP_FLAGS ?=
 bench: $(REPO)/cinetron.json
 	$(CINETRON) bench latency --repo $(REPO) $(BENCH_FLAGS)
-	$(CINETRON) bench latency --repo $(REPO) --threads 2 --denoiser-instances 1 --skip torch \
-		--rounds 4 --out bench/results/latency_2threads.json $(BENCH_FLAGS)
+	$(CINETRON) bench latency --repo $(REPO) --threads 2 --denoiser-instances 1 --no-spinning \
+		--skip torch --rounds 4 --out bench/results/latency_2threads.json $(BENCH_FLAGS)
 	$(CINETRON) bench flops --repo $(REPO)
 	$(CINETRON) bench throughput --repo $(REPO) --profile $(THROUGHPUT_FLAGS)
 	$(CINETRON) bench sweep --repo $(REPO) $(SWEEP_FLAGS)

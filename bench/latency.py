@@ -9,13 +9,21 @@ alike. Also measured:
   times per transport, interleaved; served − in-process ONNX Runtime = the per-step
   cost of serving;
 - where that cost goes: Triton's own statistics for the denoiser (queue, input,
-  compute, output per request) split it into server-side and client/gRPC time.
+  compute, output per request) split it into server-side and client/gRPC time;
+- the serving floor: the same calls to ``denoiser_floor`` (``bench/floor_model.py``: the
+  denoiser's config and request code, no compute), interleaved with the others, where
+  the Triton serves it (one this command starts does). Its round trip is what serving
+  costs before any compute, so (in-process step + floor) / in-process step is the best
+  ratio a served step can reach on this Triton.
 
 ``--threads N`` gives every runtime N onnxruntime/torch threads per call: the in-process
 sessions and, on a Triton this command starts, the served denoiser (with
 ``--denoiser-instances``; a repository variant as ``cinetron bench sweep`` makes). The
 default, 1 thread and the repository as exported, is the throughput setting;
-``--threads 2 --denoiser-instances 1`` is the latency setting of a 2-core machine.
+``--threads 2 --denoiser-instances 1 --no-spinning`` is the latency setting of a 2-core
+machine. ``--no-spinning`` lets onnxruntime's threads sleep between parallel sections, in
+process and served: with spinning, a runtime's idle threads hold a core for a while after
+each call and slow whichever transport takes the next turn.
 
 Prints a table and writes ``bench/results/latency.json``.
 """
@@ -38,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from cinetron.bench.output import emit
-from cinetron.bench.servers import DenoiserKnobs, denoiser_settings
+from cinetron.bench.servers import FLOOR_MODEL, DenoiserKnobs, denoiser_settings
 from cinetron.bench.servers import triton as served_triton
 from cinetron.client.pipeline import Pipeline
 from cinetron.client.request import GenerationRequest
@@ -84,13 +92,13 @@ class Samples:
         }
 
 
-def denoiser_stats(url: str) -> dict[str, int]:
+def denoiser_stats(url: str, model: str = "denoiser") -> dict[str, int]:
     """Cumulative Triton statistics of the ``denoiser`` model (ns and counts)."""
     import tritonclient.grpc as grpcclient
 
     client = grpcclient.InferenceServerClient(url)
     try:
-        s = client.get_inference_statistics("denoiser").model_stats[0]
+        s = client.get_inference_statistics(model).model_stats[0]
     finally:
         client.close()
     i = s.inference_stats
@@ -118,10 +126,11 @@ def server_breakdown(before: dict[str, int], after: dict[str, int]) -> dict[str,
 
 @contextmanager
 def triton(repository: Path, url: str | None, knobs: DenoiserKnobs | None) -> Iterator[str]:
+    """The gRPC url of the Triton to measure; one this command starts serves the floor model."""
     if url is not None:
         yield url
         return
-    with served_triton(repository, knobs) as server:
+    with served_triton(repository, knobs, floor=True) as server:
         print(f"tritonserver ready in {server.startup_seconds:.1f} s at {server.grpc_url}")
         denoiser = denoiser_settings(server.repository)
         print(f"served denoiser: {denoiser['instances']} instance(s) × "
@@ -143,14 +152,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     kinds = [k for k in ORDER if k not in args.skip]
     samples = {k: Samples() for k in kinds}
     knobs = None
-    if args.threads != 1 or args.denoiser_instances is not None:
-        knobs = DenoiserKnobs(instances=args.denoiser_instances, threads=args.threads)
+    spinning = None if args.spinning else False
+    if args.threads != 1 or args.denoiser_instances is not None or spinning is not None:
+        knobs = DenoiserKnobs(
+            instances=args.denoiser_instances, threads=args.threads, spinning=spinning
+        )
     with ExitStack() as stack:
         url = stack.enter_context(triton(args.repo, args.url, knobs))
+        runtime = {"threads": args.threads, "spinning": args.spinning}
         transports: dict[str, Transport] = {
-            k: stack.enter_context(open_transport(k, url=url, repo=args.repo, threads=args.threads))
+            k: stack.enter_context(open_transport(k, url=url, repo=args.repo, **runtime))
             for k in kinds
         }
+        floors = open_floors(stack, url, kinds) if serves(url, FLOOR_MODEL) else {}
 
         def video(kind: str, prompt: str, seed: int) -> None:
             # A fresh Pipeline: every video pays for its prompt encoding (no cache hits).
@@ -175,20 +189,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         model_version = transports[kinds[0]].manifest.version
         inputs = step_inputs(transports[kinds[0]])
         calls: dict[str, Callable[[], object]] = {
-            k: partial(t.denoise, *inputs) for k, t in transports.items()
+            k: partial(t.denoise, *inputs) for k, t in (transports | floors).items()
         }
+        floor_samples = {k: Samples() for k in floors}
         grpc_stats: dict[str, float] = {}
+        floor_stats: dict[str, float] = {}
         for i in range(args.step_calls):
-            for kind in rotate(kinds, i):
-                if kind == "triton":
-                    before = denoiser_stats(url)
+            for kind in rotate(list(calls), i):
+                model = FLOOR_MODEL if kind in floors else "denoiser"
+                if kind in ("triton", "floor:triton"):
+                    before = denoiser_stats(url, model)
                 t0 = time.perf_counter()
                 calls[kind]()
-                samples[kind].step_s.append(time.perf_counter() - t0)
-                if kind == "triton":  # server-side time of plain-gRPC calls only
-                    after = denoiser_stats(url)
+                took = time.perf_counter() - t0
+                (floor_samples if kind in floors else samples)[kind].step_s.append(took)
+                if kind in ("triton", "floor:triton"):  # server-side time of plain-gRPC calls
+                    after = denoiser_stats(url, model)
+                    into = floor_stats if kind in floors else grpc_stats
                     for k, v in server_breakdown(before, after).items():
-                        grpc_stats[k] = grpc_stats.get(k, 0.0) + v / args.step_calls
+                        into[k] = into.get(k, 0.0) + v / args.step_calls
             if (i + 1) % 50 == 0:
                 progress(f"denoiser calls {i + 1}/{args.step_calls} per transport")
     print(file=sys.stderr)
@@ -215,6 +234,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "guidance": "model default (CFG as one batch of 2)",
             "scheduler": "model default",
             "threads": args.threads,
+            "spinning": args.spinning,
             "served_denoiser": knobs.label() if knobs else "as exported",
             "step_calls": args.step_calls,
         },
@@ -231,10 +251,44 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 r["step_min_overhead_ms"] = r["step_ms_min"] - ort["step_ms_min"]
                 r["step_min_vs_onnx"] = r["step_ms_min"] / ort["step_ms_min"]
                 r["loop_step_overhead_ms"] = r["loop_step_ms_median"] - ort["loop_step_ms_median"]
+                floor = floor_samples.get(f"floor:{kind}")
+                if floor is not None:
+                    r["floor_ms_median"] = 1000 * statistics.median(floor.step_s)
+                    r["floor_ms_min"] = 1000 * min(floor.step_s)
+                    # the best a served step can do: onnxruntime's time plus the floor
+                    r["floor_step_vs_onnx"] = 1 + r["floor_ms_median"] / ort["step_ms_median"]
     if stats_before is not None and stats_after_videos is not None:
         report["triton_denoiser_during_videos"] = server_breakdown(stats_before, stats_after_videos)
         report["triton_denoiser_per_grpc_step"] = grpc_stats
+    if floor_stats:
+        report["triton_floor_per_grpc_call"] = floor_stats
     return report
+
+
+def serves(url: str, model: str) -> bool:
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    client = grpcclient.InferenceServerClient(url)
+    try:
+        return bool(client.is_model_ready(model))
+    except InferenceServerException:
+        return False
+    finally:
+        client.close()
+
+
+def open_floors(stack: ExitStack, url: str, kinds: list[str]) -> dict[str, Transport]:
+    """``floor:<kind>``: each served transport again, calling ``denoiser_floor``."""
+    from cinetron.client.transports.triton_grpc import TritonGrpcTransport
+    from cinetron.client.transports.triton_shm import TritonShmTransport
+
+    classes = {"triton": TritonGrpcTransport, "triton-shm": TritonShmTransport}
+    return {
+        f"floor:{k}": stack.enter_context(classes[k](url, denoiser_model=FLOOR_MODEL))
+        for k in kinds
+        if k in classes
+    }
 
 
 def rotate(items: list[str], i: int) -> list[str]:
@@ -285,7 +339,30 @@ def table(report: dict[str, Any]) -> str:
             if "onnx" in rows
             else "",
         ]
+    lines += floor_lines(report)
     return "\n".join(line for line in lines if line is not None)
+
+
+def floor_lines(report: dict[str, Any]) -> list[str]:
+    """The serving floor in words: what a no-compute call costs and what that allows."""
+    rows = report["transports"]
+    served = [k for k in ("triton", "triton-shm") if "floor_ms_median" in rows.get(k, {})]
+    if not served:
+        return []
+    out = ["", "serving floor (denoiser_floor: the same call, no compute; median / min):"]
+    for kind in served:
+        r = rows[kind]
+        out.append(
+            f"  {LABELS[kind]:<20} {r['floor_ms_median']:.2f} / {r['floor_ms_min']:.2f} ms per "
+            f"call → a served step is at best {r['floor_step_vs_onnx']:.2f}× in-process ORT"
+        )
+    f = report.get("triton_floor_per_grpc_call")
+    if f:
+        out.append(
+            f"  in Triton {f['request_ms']:.2f} ms of it (queue {f['queue_ms']:.2f}, input "
+            f"{f['input_ms']:.2f}, Python backend {f['infer_ms']:.2f}, output {f['output_ms']:.2f})"
+        )
+    return out
 
 
 def parser() -> argparse.ArgumentParser:
@@ -304,6 +381,12 @@ def parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="served denoiser instances (default: as exported)",
+    )
+    p.add_argument(
+        "--no-spinning",
+        dest="spinning",
+        action="store_false",
+        help="onnxruntime threads sleep between parallel sections, in-process and served",
     )
     p.add_argument("--out", type=Path, default=RESULTS, help="JSON results path")
     return p

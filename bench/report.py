@@ -84,7 +84,8 @@ def latency_md(r: dict[str, Any]) -> str:
     out = [
         f"{len(w['prompts'])} prompts × {w['seeds']} seeds × {w['rounds']} rounds per transport, "
         f"{w['steps']} steps, taking turns video by video; {w['threads']} thread(s) per call "
-        f"in every runtime; served denoiser: {w.get('served_denoiser', 'as exported')}; load "
+        f"in every runtime{'' if w.get('spinning', True) else ', spinning off'}; "
+        f"served denoiser: {w.get('served_denoiser', 'as exported')}; load "
         f"average {m['loadavg_1m_before_after'][0]:.1f} → {m['loadavg_1m_before_after'][1]:.1f}.",
         "",
         "| transport | s/video (median) | p90 | vs in-process ORT | ms/step (median / min) "
@@ -109,6 +110,25 @@ def latency_md(r: dict[str, Any]) -> str:
             f"Inside Triton per served step: queue {g['queue_ms']:.2f}, input {g['input_ms']:.2f}, "
             f"compute {g['infer_ms']:.2f} (the Python backend's IPC to its stub + onnxruntime), "
             f"output {g['output_ms']:.2f} ms.",
+        ]
+    floors = [(k, t) for k, t in r["transports"].items() if "floor_ms_median" in t]
+    if floors:
+        f = r.get("triton_floor_per_grpc_call", {})
+        inside = (
+            f" ({f['request_ms']:.2f} ms of it inside Triton, {f['infer_ms']:.2f} in the Python "
+            "backend)"
+            if f
+            else ""
+        )
+        each = "; ".join(
+            f"{TRANSPORTS[k]} {t['floor_ms_median']:.2f} ms (at best "
+            f"**{t['floor_step_vs_onnx']:.2f}×** per step)"
+            for k, t in floors
+        )
+        out += [
+            "",
+            "Serving floor — the same calls to `denoiser_floor`, the denoiser's config and "
+            f"request code without the compute (median per call): {each}{inside}.",
         ]
     return "\n".join(out)
 
@@ -191,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
         (
             "Latency at c1, latency setting (`cinetron bench latency --threads 2 "
-            "--denoiser-instances 1`)",
+            "--denoiser-instances 1 --no-spinning`)",
             "latency_2threads.json",
             latency_md,
         ),

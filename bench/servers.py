@@ -116,11 +116,36 @@ def repository_variant(repo: Path, out: Path, knobs: DenoiserKnobs) -> Path:
     return out
 
 
+FLOOR_MODEL = "denoiser_floor"
+
+
+def add_floor_model(repo: Path) -> None:
+    """Add ``denoiser_floor`` (``bench/floor_model.py``) to ``repo``: the denoiser's config
+    under another name, one instance, no onnxruntime. See that file for what it measures."""
+    from cinetron.export.configs import read_config, write_config
+
+    config = read_config(repo / "denoiser" / "config.pbtxt")
+    config.name = FLOOR_MODEL
+    del config.instance_group[1:]
+    config.instance_group[0].count = 1
+    model_dir = repo / FLOOR_MODEL
+    (model_dir / "1").mkdir(parents=True, exist_ok=True)
+    shutil.copy2(Path(__file__).with_name("floor_model.py"), model_dir / "1" / "model.py")
+    write_config(model_dir, config)
+
+
 @contextmanager
-def triton(repo: Path, knobs: DenoiserKnobs | None = None) -> Iterator[TritonServer]:
-    """Triton on ``repo`` (or on a variant with ``knobs``), stopped on exit."""
+def triton(
+    repo: Path, knobs: DenoiserKnobs | None = None, floor: bool = False
+) -> Iterator[TritonServer]:
+    """Triton on ``repo`` (or on a variant with ``knobs``, and ``denoiser_floor`` when
+    ``floor``), stopped on exit."""
     with tempfile.TemporaryDirectory(prefix="cinetron-bench-") as tmp:
-        served = repo if knobs is None else repository_variant(repo, Path(tmp) / "repo", knobs)
+        served = repo
+        if knobs is not None or floor:
+            served = repository_variant(repo, Path(tmp) / "repo", knobs or DenoiserKnobs())
+        if floor:
+            add_floor_model(served)
         with TritonServer(served, ready_timeout=180) as server:
             yield server
 
