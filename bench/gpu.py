@@ -583,8 +583,8 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--warmup", type=int, default=10, help="untimed calls per batch size")
     p.add_argument("--repeats", type=int, default=50, help="timed calls per batch size")
-    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
-    p.add_argument("--videos", type=int, default=32, help="videos per end-to-end point")
+    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 2, 4, 8])
+    p.add_argument("--videos", type=int, default=48, help="videos per end-to-end point")
     p.add_argument("--steps", type=int, default=None, help="denoising steps (model default)")
     p.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, help="weights folder")
     p.add_argument(

@@ -115,8 +115,8 @@ def latency_md(r: dict[str, Any]) -> str:
     if floors:
         f = r.get("triton_floor_per_grpc_call", {})
         inside = (
-            f" ({f['request_ms']:.2f} ms of it inside Triton, {f['infer_ms']:.2f} in the Python "
-            "backend)"
+            f" Of a plain-gRPC floor call, {f['request_ms']:.2f} ms is inside Triton and "
+            f"{f['infer_ms']:.2f} ms in the Python backend."
             if f
             else ""
         )
@@ -128,7 +128,7 @@ def latency_md(r: dict[str, Any]) -> str:
         out += [
             "",
             "Serving floor — the same calls to `denoiser_floor`, the denoiser's config and "
-            f"request code without the compute (median per call): {each}{inside}.",
+            f"request code without the compute (median per call): {each}.{inside}",
         ]
     return "\n".join(out)
 

@@ -92,18 +92,20 @@ def repository_variant(repo: Path, out: Path, knobs: DenoiserKnobs) -> Path:
     shutil.copytree(
         repo, out, copy_function=_link_onnx, ignore=shutil.ignore_patterns("__pycache__")
     )
-    if knobs.threads is not None:  # like `cinetron export --threads`: every onnxruntime model
-        for path in sorted(out.glob("*/config.pbtxt")):
-            other = read_config(path)
-            if "intra_op_threads" in other.parameters:
-                other.parameters["intra_op_threads"].string_value = str(knobs.threads)
-                write_config(path.parent, other)
+    # Like `cinetron export --threads / --no-spinning`: every onnxruntime model.
+    asked = {"intra_op_threads": knobs.threads, "allow_spinning": knobs.spinning}
+    runtime = {key: str(int(value)) for key, value in asked.items() if value is not None}
+    for path in sorted(out.glob("*/config.pbtxt")):
+        other = read_config(path)
+        keys = [key for key in runtime if key in other.parameters]
+        for key in keys:
+            other.parameters[key].string_value = runtime[key]
+        if keys:
+            write_config(path.parent, other)
     model_dir = out / "denoiser"
     config = read_config(model_dir / "config.pbtxt")
     if knobs.instances is not None:
         config.instance_group[0].count = knobs.instances
-    if knobs.spinning is not None:
-        config.parameters["allow_spinning"].string_value = "1" if knobs.spinning else "0"
     if not knobs.batching:
         config.ClearField("dynamic_batching")
     else:
@@ -122,12 +124,17 @@ FLOOR_MODEL = "denoiser_floor"
 def add_floor_model(repo: Path) -> None:
     """Add ``denoiser_floor`` (``bench/floor_model.py``) to ``repo``: the denoiser's config
     under another name, one instance, no onnxruntime. See that file for what it measures."""
-    from cinetron.export.configs import read_config, write_config
+    from cinetron.export.configs import mc, read_config, write_config
 
     config = read_config(repo / "denoiser" / "config.pbtxt")
     config.name = FLOOR_MODEL
-    del config.instance_group[1:]
-    config.instance_group[0].count = 1
+    # Whatever runs the denoiser (onnxruntime, TensorRT on a gpu repository), the floor
+    # is a Python model on the CPU: it has no tensors to compute.
+    for field in ("platform", "default_model_filename", "optimization"):
+        config.ClearField(field)
+    config.backend = "python"
+    del config.instance_group[:]
+    config.instance_group.add(count=1, kind=mc.ModelInstanceGroup.KIND_CPU)
     model_dir = repo / FLOOR_MODEL
     (model_dir / "1").mkdir(parents=True, exist_ok=True)
     shutil.copy2(Path(__file__).with_name("floor_model.py"), model_dir / "1" / "model.py")

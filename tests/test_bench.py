@@ -12,12 +12,14 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from tritonclient.grpc import model_config_pb2 as mc
 
+from cinetron.bench import floor_model
 from cinetron.bench.flops import conv_flops, count_flops, gemm_flops, matmul_flops
 from cinetron.bench.loadtest import check_loopback, phase_summary
 from cinetron.bench.metrics import BatchStats, Snapshot, model_counters
 from cinetron.bench.profile import summarise
-from cinetron.bench.servers import DenoiserKnobs, repository_variant
+from cinetron.bench.servers import FLOOR_MODEL, DenoiserKnobs, add_floor_model, repository_variant
 from cinetron.bench.throughput import percentiles, workload_prompts
 from cinetron.client.manifest import ModelManifest
 from cinetron.export.configs import RepositoryOptions, model_config, read_config, write_config
@@ -160,7 +162,7 @@ def test_repository_variant_edits_only_the_denoiser_knobs(tmp_path: Path) -> Non
     assert original.instance_group[0].count == 1  # the source is untouched
 
 
-def test_repository_variant_threads_reach_every_onnxruntime_model_like_the_export_flag(
+def test_repository_variant_threads_and_spinning_reach_every_onnxruntime_model_like_export(
     tmp_path: Path,
 ) -> None:
     repo = denoiser_config_dir(tmp_path)
@@ -174,7 +176,31 @@ def test_repository_variant_threads_reach_every_onnxruntime_model_like_the_expor
     assert denoiser.parameters["allow_spinning"].string_value == "0"
     vae = read_config(out / "vae_decoder" / "config.pbtxt")
     assert vae.parameters["intra_op_threads"].string_value == "2"
+    assert vae.parameters["allow_spinning"].string_value == "0"
     assert knobs.label() == "threads=2 spinning=off"
+
+
+@pytest.mark.parametrize("flavour", ["cpu", "gpu"])
+def test_the_floor_model_is_the_denoisers_config_as_a_python_model(
+    tmp_path: Path, flavour: str
+) -> None:
+    manifest = ModelManifest.load(denoiser_config_dir(tmp_path))
+    spec = next(m for m in repository_spec(manifest) if m.name == "denoiser")
+    repo = tmp_path / flavour
+    denoiser = model_config(spec, RepositoryOptions(flavour=flavour, denoiser_instances=2))
+    write_config(repo / "denoiser", denoiser)
+    add_floor_model(repo)
+    floor = read_config(repo / FLOOR_MODEL / "config.pbtxt")
+    assert floor.name == FLOOR_MODEL and floor.backend == "python"
+    assert not floor.platform and not floor.default_model_filename
+    assert not floor.HasField("optimization")  # no TensorRT accelerator on a Python model
+    assert [(g.count, g.kind) for g in floor.instance_group] == [
+        (1, mc.ModelInstanceGroup.KIND_CPU)
+    ]
+    assert floor.input == denoiser.input and floor.output == denoiser.output
+    assert floor.dynamic_batching == denoiser.dynamic_batching
+    model_py = (repo / FLOOR_MODEL / "1" / "model.py").read_text()
+    assert model_py == Path(floor_model.__file__).read_text()
 
 
 def test_repository_variant_can_turn_step_batching_off(tmp_path: Path) -> None:

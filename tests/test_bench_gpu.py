@@ -130,6 +130,14 @@ def test_lockstep_batching_refuses_requests_it_cannot_share_a_call(table: Prompt
     mixed = [GenerationRequest(PROMPTS[0], steps=2), GenerationRequest(PROMPTS[1], steps=3)]
     with pytest.raises(ValueError, match="lockstep batching needs one"):
         generate_batched(transport, mixed, PromptCache())
+    noisy = [GenerationRequest(p, steps=2, scheduler="euler_ancestral") for p in PROMPTS[:2]]
+    with pytest.raises(ValueError, match="draws fresh noise per generation"):
+        generate_batched(transport, noisy, PromptCache())
+
+
+def test_the_prompt_table_names_a_prompt_it_lacks(table: PromptTable) -> None:
+    transport = DeviceTorchTransport(DEFAULT_WEIGHTS, "cpu", "fp32", table)
+    assert transport.encode_prompt(PROMPTS[:1]).embeds.shape[0] == 1
     with pytest.raises(KeyError, match="no embeddings for prompt 'a purple circle'"):
         transport.encode_prompt(["a purple circle"])
 

@@ -17,7 +17,7 @@ from cinetron.bench.latency import step_inputs
 from cinetron.bench.loadtest import main as loadtest_main
 from cinetron.bench.metrics import BatchStats, Snapshot, triton_processes
 from cinetron.bench.report import latency_md, loadtest_md
-from cinetron.bench.servers import FLOOR_MODEL, api_server
+from cinetron.bench.servers import FLOOR_MODEL, DenoiserKnobs, api_server
 from cinetron.bench.servers import triton as served_triton
 from cinetron.bench.throughput import api_generate, pipeline_generate, run_point
 from cinetron.client.transports.triton_grpc import TritonGrpcTransport
@@ -87,7 +87,8 @@ def test_the_floor_model_echoes_and_the_latency_bench_measures_it(
 ) -> None:
     """``denoiser_floor`` answers a denoiser call with its latents, untouched, and
     ``cinetron bench latency`` times it beside the real denoiser."""
-    with served_triton(model_repository, floor=True) as server:
+    knobs = DenoiserKnobs(spinning=False)  # as `make bench`'s latency setting serves it
+    with served_triton(model_repository, knobs, floor=True) as server:
         with TritonGrpcTransport(server.grpc_url, denoiser_model=FLOOR_MODEL) as floor:
             latents, timestep, embeds, mask = step_inputs(floor)
             assert np.array_equal(floor.denoise(latents, timestep, embeds, mask), latents)
@@ -95,14 +96,18 @@ def test_the_floor_model_echoes_and_the_latency_bench_measures_it(
         code = latency_main([
             "--url", server.grpc_url, "--repo", str(model_repository), "--steps", "2",
             "--seeds", "1", "--rounds", "1", "--step-calls", "3", "--skip", "torch",
+            "--no-spinning",
             "--out", str(out),
         ])  # fmt: skip
     assert code == 0
     report = json.loads(out.read_text())
+    assert report["workload"]["spinning"] is False
     ort_step = report["transports"]["onnx"]["step_ms_median"]
     for kind in ("triton", "triton-shm"):
         r = report["transports"][kind]
         assert 0 < r["floor_ms_min"] <= r["floor_ms_median"]
+        # the same call without the compute must cost less than with it
+        assert r["floor_ms_median"] < r["step_ms_median"]
         assert r["floor_step_vs_onnx"] == pytest.approx(1 + r["floor_ms_median"] / ort_step)
     # each plain-gRPC floor call was the one request in its window of floor statistics
     assert report["triton_floor_per_grpc_call"]["requests"] == pytest.approx(1.0)

@@ -21,8 +21,9 @@ from cinetron.client.manifest import MANIFEST_PARAMETER, ModelManifest
 from cinetron.client.transports.base import PromptEmbeddings, Transport
 
 DEFAULT_URL = "127.0.0.1:8001"
-MANIFEST_MODEL = "denoiser"
-REQUIRED_MODELS = ("encode_prompt", "denoiser", "decode_video")
+DENOISER_MODEL = "denoiser"
+MANIFEST_MODEL = DENOISER_MODEL  # its config carries cinetron.json
+REQUIRED_MODELS = ("encode_prompt", DENOISER_MODEL, "decode_video")
 
 # Status codes that mean "the server or the model is not there (yet)": retrying may work.
 _UNAVAILABLE_CODES = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "NOT_FOUND", "CANCELLED")
@@ -76,7 +77,7 @@ class TritonGrpcTransport(Transport):
         manifest: ModelManifest | None = None,
         timeout_s: float = 120.0,
         connect_timeout_s: float = 10.0,
-        denoiser_model: str = MANIFEST_MODEL,
+        denoiser_model: str = DENOISER_MODEL,
     ) -> None:
         self.url, self.timeout_s = url, timeout_s
         self.denoiser_model = denoiser_model

@@ -30,6 +30,7 @@ from cinetron.client.errors import Unavailable
 from cinetron.client.manifest import ModelManifest
 from cinetron.client.transports.triton_grpc import (
     DEFAULT_URL,
+    DENOISER_MODEL,
     TritonGrpcTransport,
     _input,
     translate_error,
@@ -72,7 +73,7 @@ class TritonShmTransport(TritonGrpcTransport):
         manifest: ModelManifest | None = None,
         timeout_s: float = 120.0,
         connect_timeout_s: float = 10.0,
-        denoiser_model: str = "denoiser",
+        denoiser_model: str = DENOISER_MODEL,
     ) -> None:
         super().__init__(url, manifest, timeout_s, connect_timeout_s, denoiser_model)
         prefix = f"cinetron_{os.getpid()}_{uuid.uuid4().hex[:8]}"
