@@ -11,6 +11,7 @@ from __future__ import annotations
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -20,8 +21,15 @@ from typing import Any
 RATE_HZ = 100
 
 
+def py_spy() -> str | None:
+    """The py-spy executable: beside this Python first (a venv that is not activated, as
+    under `make bench`), then on PATH."""
+    beside = Path(sys.executable).with_name("py-spy")
+    return str(beside) if beside.exists() else shutil.which("py-spy")
+
+
 def available() -> bool:
-    return shutil.which("py-spy") is not None
+    return py_spy() is not None
 
 
 def summarise(raw: str, seconds: float, top: int = 6) -> dict[str, Any]:
@@ -54,8 +62,8 @@ class PySpy:
         self.out = Path(self._dir.name) / "stacks.txt"
         self.started = time.perf_counter()
         self.proc = subprocess.Popen(
-            ["py-spy", "record", "--pid", str(pid), "--rate", str(RATE_HZ), "--format", "raw",
-             "--nonblocking", "--duration", "3600", "-o", str(self.out)],
+            [py_spy() or "py-spy", "record", "--pid", str(pid), "--rate", str(RATE_HZ),
+             "--format", "raw", "--nonblocking", "--duration", "3600", "-o", str(self.out)],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
 

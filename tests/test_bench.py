@@ -6,6 +6,7 @@ No timing assertions: benchmarks print numbers, tests check the code that makes 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from cinetron.bench import floor_model
 from cinetron.bench.flops import conv_flops, count_flops, gemm_flops, matmul_flops
 from cinetron.bench.loadtest import check_loopback, phase_summary
 from cinetron.bench.metrics import BatchStats, Snapshot, model_counters
-from cinetron.bench.profile import summarise
+from cinetron.bench.profile import available, py_spy, summarise
 from cinetron.bench.servers import FLOOR_MODEL, DenoiserKnobs, add_floor_model, repository_variant
 from cinetron.bench.throughput import percentiles, workload_prompts
 from cinetron.client.manifest import ModelManifest
@@ -293,3 +294,13 @@ def test_batch_scaling_rows_and_their_markdown(tmp_path: Path) -> None:
         assert r["ms_per_sample"] == pytest.approx(r["ms"] / r["batch"])
     table = flops_md({"batch_scaling": rows})
     assert table.count("\n") == 3 and "| 4 |" in table
+
+
+def test_py_spy_is_found_beside_this_python_without_an_activated_venv(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`make bench` runs .venv/bin/cinetron with the venv's bin/ not on PATH."""
+    monkeypatch.setenv("PATH", "/nonexistent")
+    beside = Path(sys.executable).with_name("py-spy")
+    assert py_spy() == (str(beside) if beside.exists() else None)
+    assert available() == beside.exists()
