@@ -31,25 +31,22 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import torch
 
 from cinetron.bench.output import emit
 from cinetron.client.manifest import ModelManifest
 from cinetron.client.pipeline import Pipeline, PromptCache, guided_velocity, initial_noise
 from cinetron.client.request import GenerationRequest, resolve
 from cinetron.client.schedulers import make_scheduler
-from cinetron.client.transports.base import PromptEmbeddings, Transport, to_uint8_frames
-
-if TYPE_CHECKING:
-    import torch
+from cinetron.client.transports.base import PromptEmbeddings, Transport
+from cinetron.client.transports.torch_local import DTYPES, TorchNetworks
 
 RESULTS = Path(__file__).resolve().parent / "results" / "gpu.json"
-DTYPES = ("fp32", "bf16")
 MODES = {
     "one": "one at a time",
     "threads": "c callers, one call per CFG step (no batcher)",
@@ -126,55 +123,16 @@ class PromptTable:
         return cls(everything, e.embeds, e.mask, e.token_counts)
 
 
-class DeviceTorchTransport(Transport):
-    """The reference DiT and VAE on ``device``, numpy in and out like every transport (so
-    ``Pipeline`` runs unchanged), bf16 autocast when asked; prompts from a ``PromptTable``."""
+class DeviceTorchTransport(TorchNetworks):
+    """The reference DiT and VAE (``TorchNetworks``) on ``device`` in ``dtype``, so
+    ``Pipeline`` runs unchanged; prompts from a ``PromptTable``."""
 
     def __init__(self, weights: Path, device: str, dtype: str, table: PromptTable) -> None:
-        import torch
-
-        from cinetron.models.loading import load_dit, load_vae, shapes_manifest
-
-        self.manifest = shapes_manifest(weights)
-        self.device = torch.device(device)
-        self.dtype = dtype
+        super().__init__(weights, device=device, dtype=dtype)
         self.table = table
-        self.dit = load_dit(weights).to(self.device)
-        self.vae = load_vae(weights).to(self.device)
-
-    def autocast(self) -> AbstractContextManager[Any]:
-        import torch
-
-        return torch.autocast(self.device.type, torch.bfloat16, enabled=self.dtype == "bf16")
 
     def encode_prompt(self, prompts: list[str], request_id: str = "") -> PromptEmbeddings:
         return self.table.lookup(prompts)
-
-    def denoise(
-        self,
-        latents: npt.NDArray[np.float32],
-        timestep: npt.NDArray[np.float32],
-        text_embeds: npt.NDArray[np.float32],
-        text_mask: npt.NDArray[np.int64],
-        request_id: str = "",
-    ) -> npt.NDArray[np.float32]:
-        import torch
-
-        inputs = [
-            torch.from_numpy(a).to(self.device) for a in (latents, timestep, text_embeds, text_mask)
-        ]
-        with torch.inference_mode(), self.autocast():
-            out = self.dit(*inputs)
-        return np.asarray(out.float().cpu().numpy(), dtype=np.float32)
-
-    def decode_video(
-        self, latents: npt.NDArray[np.float32], request_id: str = ""
-    ) -> npt.NDArray[np.uint8]:
-        import torch
-
-        with torch.inference_mode(), self.autocast():
-            video = self.vae.decode(torch.from_numpy(latents).to(self.device))
-        return to_uint8_frames(video.float().cpu().numpy())
 
 
 def _stack(rows: list[PromptEmbeddings]) -> PromptEmbeddings:
@@ -223,8 +181,6 @@ def generate_batched(
 
 
 def _sync(device: torch.device) -> None:
-    import torch
-
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -235,8 +191,6 @@ def time_ms(
     """Milliseconds of each of ``repeats`` calls of ``fn``, each timed alone after ``warmup``
     untimed ones: CUDA events on a GPU (the device's time, launch gaps included), else
     ``perf_counter``."""
-    import torch
-
     for _ in range(warmup):
         fn()
     _sync(device)
@@ -259,8 +213,6 @@ def time_ms(
 def denoiser_inputs(transport: DeviceTorchTransport, batch: int) -> tuple[torch.Tensor, ...]:
     """Seeded latents, timestep 500 and table prompts for a call of ``batch`` samples, on
     the transport's device: ``[B, C, T, H, W]``, ``[B]``, ``[B, L, D]``, ``[B, L]``."""
-    import torch
-
     rows = [i % len(transport.table.prompts) for i in range(batch)]
     latents = torch.randn(
         (batch, *transport.manifest.latent_shape), generator=torch.Generator().manual_seed(batch)
@@ -279,7 +231,6 @@ def denoiser_calls(
 ) -> list[dict[str, Any]]:
     """One DiT call per batch size, inputs already on the device (no host copies); and the
     smallest batch ``largest / smallest`` times back to back, the work of the largest."""
-    import torch
 
     def calls(inputs: tuple[torch.Tensor, ...], n: int = 1) -> Callable[[], None]:
         def run() -> None:
@@ -433,8 +384,6 @@ def summarise(report: dict[str, Any]) -> dict[str, Any]:
 
 
 def machine(device: str) -> dict[str, Any]:
-    import torch
-
     dev = torch.device(device)
     name = (
         torch.cuda.get_device_name(dev)
@@ -455,8 +404,6 @@ def machine(device: str) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    import torch
-
     from cinetron.models.loading import shapes_manifest
 
     if args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -616,8 +563,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {len(encoded.prompts)} prompt embeddings to {args.write_embeddings}")
         return 0
     if args.device is None:
-        import torch
-
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     args.concurrency = sorted({1, *args.concurrency})  # c1 is the baseline of every gain
     bad = [n for n in (*args.batches, *args.concurrency) if n < 1]
