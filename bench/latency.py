@@ -198,23 +198,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         calls: dict[str, Callable[[], object]] = {
             k: partial(t.denoise, *inputs) for k, t in (transports | floors).items()
         }
-        floor_samples = {k: Samples() for k in floors}
+        samples |= {k: Samples() for k in floors}
         grpc_stats: dict[str, float] = {}
         floor_stats: dict[str, float] = {}
+        # Triton's server-side time of the plain-gRPC calls: (model, where it adds up)
+        watched = {"triton": ("denoiser", grpc_stats), "floor:triton": (FLOOR_MODEL, floor_stats)}
         for i in range(args.step_calls):
             for kind in rotate(list(calls), i):
-                model = FLOOR_MODEL if kind in floors else "denoiser"
-                if kind in ("triton", "floor:triton"):
-                    before = denoiser_stats(url, model)
+                watch = watched.get(kind)
+                if watch:
+                    before = denoiser_stats(url, watch[0])
                 t0 = time.perf_counter()
                 calls[kind]()
-                took = time.perf_counter() - t0
-                (floor_samples if kind in floors else samples)[kind].step_s.append(took)
-                if kind in ("triton", "floor:triton"):  # server-side time of plain-gRPC calls
-                    after = denoiser_stats(url, model)
-                    into = floor_stats if kind in floors else grpc_stats
+                samples[kind].step_s.append(time.perf_counter() - t0)
+                if watch:
+                    after = denoiser_stats(url, watch[0])
                     for k, v in server_breakdown(before, after).items():
-                        into[k] = into.get(k, 0.0) + v / args.step_calls
+                        watch[1][k] = watch[1].get(k, 0.0) + v / args.step_calls
             if (i + 1) % 50 == 0:
                 progress(f"denoiser calls {i + 1}/{args.step_calls} per transport")
     print(file=sys.stderr)
@@ -258,7 +258,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 r["step_min_overhead_ms"] = r["step_ms_min"] - ort["step_ms_min"]
                 r["step_min_vs_onnx"] = r["step_ms_min"] / ort["step_ms_min"]
                 r["loop_step_overhead_ms"] = r["loop_step_ms_median"] - ort["loop_step_ms_median"]
-                floor = floor_samples.get(f"floor:{kind}")
+                floor = samples.get(f"floor:{kind}")
                 if floor is not None:
                     r["floor_ms_median"] = 1000 * statistics.median(floor.step_s)
                     r["floor_ms_min"] = 1000 * min(floor.step_s)
