@@ -234,15 +234,12 @@ class OnnxEncoder(LatentEncoder):
     """``vae_encoder/1/model.onnx`` of an exported repository, in-process."""
 
     def __init__(self, repo: str | Path, threads: int = 1) -> None:
-        import onnxruntime as ort
+        from cinetron.client.transports.onnx_local import cpu_session
 
         path = Path(repo) / ENCODER_MODEL / "1" / "model.onnx"
         if not path.exists():
             raise _missing(f"the repository {repo}")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.session = cpu_session(path, threads)
 
     def encode(self, video: Array, request_id: str = "") -> Array:
         return np.asarray(self.session.run(["latents"], {"video": video})[0], dtype=np.float32)

@@ -31,6 +31,16 @@ def repository_file(repo: Path, *parts: str) -> Path:
     return path
 
 
+def cpu_session(path: Path, threads: int = 1, spinning: bool = True) -> ort.InferenceSession:
+    """An onnxruntime CPU session: ``threads`` intra-op threads, one inter-op thread, and
+    threads that busy-wait between parallel sections when ``spinning`` (its default)."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", str(int(spinning)))
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
 class OnnxLocalTransport(Transport):
     """``threads``: onnxruntime intra-op threads per session (1 matches the Triton cpu
     flavour). ``spinning``: whether those threads busy-wait between parallel sections
@@ -45,16 +55,8 @@ class OnnxLocalTransport(Transport):
             repository_file(repo, "tokenizer", "1", "tokenizer", "tokenizer.json"),
             self.manifest.text_length,
         )
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.add_session_config_entry("session.intra_op.allow_spinning", str(int(spinning)))
         self.sessions = {
-            name: ort.InferenceSession(
-                str(repository_file(repo, name, "1", "model.onnx")),
-                options,
-                providers=["CPUExecutionProvider"],
-            )
+            name: cpu_session(repository_file(repo, name, "1", "model.onnx"), threads, spinning)
             for name in ("text_encoder", "denoiser", "vae_decoder")
         }
 
