@@ -68,7 +68,8 @@ def parser() -> argparse.ArgumentParser:
         "--no-spinning",
         action="store_true",
         help="cpu: onnxruntime threads sleep between parallel sections instead of spinning "
-        "(for instances × threads > cores; slower otherwise, see `cinetron bench sweep`)",
+        "(for instances × threads > cores, and the 2-thread latency setting; see README "
+        "Performance)",
     )
     p.add_argument(
         "--denoiser-instances",

@@ -55,7 +55,8 @@ class RepositoryOptions:
     # cpu flavour: onnxruntime threads per instance; instances × threads ≤ cores.
     intra_op_threads: int = 1
     # cpu flavour: onnxruntime's threads busy-wait between parallel sections (its
-    # default). Off only when instances × threads > cores (`cinetron bench sweep`).
+    # default). Off when instances × threads > cores, or for one instance × 2 threads on
+    # 2 cores (the fastest c1 there; `cinetron bench sweep`).
     allow_spinning: bool = True
     denoiser_instances: int = 1
     # gpu flavour

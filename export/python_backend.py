@@ -135,7 +135,7 @@ class OnnxRuntimeModel:
     Config parameters: ``onnx_file`` (default ``model.onnx``), ``intra_op_threads``
     (default 1) and ``allow_spinning`` (default 1: onnxruntime's own default, its
     threads busy-wait between parallel sections; 0 lets them sleep, which is what
-    instances × threads > cores needs).
+    instances × threads > cores needs, and what the 2-thread latency setting wants).
     """
 
     def initialize(self, args: dict[str, str]) -> None:
