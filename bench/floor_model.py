@@ -4,14 +4,14 @@ Same config as the served ``denoiser`` (inputs, outputs, dynamic batcher) and th
 request code (``run_batched``: gather, concatenate, split, respond), but the velocity is
 the latents themselves. A call's round trip is therefore everything serving costs before
 any compute: client, gRPC, Triton's queue and copies, the Python backend's IPC to its
-stub. ``cinetron bench latency`` adds it to a copy of the repository it serves.
+stub. ``python -m bench latency`` adds it to a copy of the repository it serves.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from cinetron.export.python_backend import Array, io_dims, model_config, run_batched
+from cinetron.triton_backend.batching import Array, io_dims, model_config, run_batched
 
 
 def echo(feeds: dict[str, Array]) -> dict[str, Array]:

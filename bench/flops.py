@@ -1,4 +1,4 @@
-"""``cinetron bench flops``: denoiser FLOPs per step, counted from the ONNX graph, and the
+"""``python -m bench flops``: denoiser FLOPs per step, counted from the ONNX graph, and the
 matmul peak of this machine.
 
 FLOPs are counted for the compute-heavy ops only — ``MatMul``, ``Gemm`` and ``Conv`` —
@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from cinetron.bench.output import emit
+from bench.output import emit
 
 COUNTED_OPS = ("MatMul", "Gemm", "Conv")
 RESULTS = Path(__file__).resolve().parent / "results" / "flops.json"
@@ -257,7 +257,7 @@ def table(report: dict[str, Any]) -> str:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="cinetron bench flops", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m bench flops", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("--repo", type=Path, default=Path("model_repository"), help="exported repo")
     p.add_argument("--gemm-n", type=int, default=1024, help="matrix size of the peak GEMM")

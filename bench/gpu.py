@@ -1,4 +1,4 @@
-"""``cinetron bench gpu``: what cross-request step batching buys on an accelerator.
+"""``python -m bench gpu``: what cross-request step batching buys on an accelerator.
 
 The committed shapes model (``weights/``) as eager PyTorch on one device (``--device``:
 ``cuda`` when there is one; ``cpu`` runs the same code, slowly, for the tests), in fp32
@@ -38,13 +38,13 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from cinetron.bench.output import emit
-from cinetron.client.manifest import ModelManifest
-from cinetron.client.pipeline import Pipeline, PromptCache, guided_velocity, initial_noise
-from cinetron.client.request import GenerationRequest, resolve
-from cinetron.client.schedulers import make_scheduler
-from cinetron.client.transports.base import PromptEmbeddings, Transport
-from cinetron.client.transports.torch_local import DTYPES, TorchNetworks
+from bench.output import emit
+from cinetron.contract.manifest import ModelManifest
+from cinetron.core.pipeline import Pipeline, PromptCache, guided_velocity, initial_noise
+from cinetron.core.request import GenerationRequest, resolve
+from cinetron.core.schedulers import make_scheduler
+from cinetron.transports.base import PromptEmbeddings, Transport
+from cinetron.transports.torch_local import DTYPES, TorchNetworks
 
 RESULTS = Path(__file__).resolve().parent / "results" / "gpu.json"
 MODES = {
@@ -79,7 +79,7 @@ class PromptTable:
         if missing:
             raise KeyError(
                 f"no embeddings for prompt {missing[0]!r} in the table of {len(self.prompts)} "
-                "prompts; write the table again with `cinetron bench gpu --write-embeddings`"
+                "prompts; write the table again with `python -m bench gpu --write-embeddings`"
             )
         rows = [self._row[p] for p in prompts]
         return PromptEmbeddings(self.embeds[rows], self.mask[rows], self.token_counts[rows])
@@ -108,14 +108,14 @@ class PromptTable:
             raise ValueError(
                 f"{path}: embeddings of shape {table.embeds.shape}, expected {want} (at least "
                 "one prompt and the negative prompt) for this model; write it again with "
-                "`cinetron bench gpu --write-embeddings`"
+                "`python -m bench gpu --write-embeddings`"
             )
         return table
 
     @classmethod
     def encode(cls, prompts: Sequence[str], weights: Path) -> PromptTable:
         """The real text encoder, on the CPU; the model's negative prompt is appended."""
-        from cinetron.client.transports.torch_local import TorchTransport
+        from cinetron.transports.torch_local import TorchTransport
 
         transport = TorchTransport(weights)
         everything = [*prompts, transport.manifest.negative_prompt]
@@ -415,7 +415,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.embeddings is not None:
         table = PromptTable.load(args.embeddings, manifest)
     else:
-        from cinetron.bench.throughput import workload_prompts
+        from bench.throughput import workload_prompts
 
         table = PromptTable.encode(workload_prompts()[: args.prompts], args.weights)
     calls: list[dict[str, Any]] = []
@@ -515,7 +515,7 @@ def parser() -> argparse.ArgumentParser:
     from cinetron.models.loading import DEFAULT_WEIGHTS
 
     p = argparse.ArgumentParser(
-        prog="cinetron bench gpu",
+        prog="python -m bench gpu",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -556,7 +556,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.write_embeddings is not None:
-        from cinetron.bench.throughput import workload_prompts
+        from bench.throughput import workload_prompts
 
         encoded = PromptTable.encode(workload_prompts()[: args.prompts], args.weights)
         encoded.save(args.write_embeddings)

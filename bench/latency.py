@@ -1,4 +1,4 @@
-"""``cinetron bench latency``: seconds per video over every transport, side by side.
+"""``python -m bench latency``: seconds per video over every transport, side by side.
 
 For the same prompts, seeds and steps, in one run on one machine: Triton gRPC,
 Triton + system shared memory, in-process ONNX Runtime and in-process torch. The
@@ -18,7 +18,7 @@ alike. Also measured:
 
 ``--threads N`` gives every runtime N onnxruntime/torch threads per call: the in-process
 sessions and, on a Triton this command starts, the served denoiser (with
-``--denoiser-instances``; a repository variant as ``cinetron bench sweep`` makes). The
+``--denoiser-instances``; a repository variant as ``python -m bench sweep`` makes). The
 default, 1 thread and the repository as exported, is the throughput setting;
 ``--threads 2 --denoiser-instances 1 --no-spinning`` is the latency setting of a 2-core
 machine. ``--no-spinning`` lets onnxruntime's threads sleep between parallel sections, in
@@ -45,12 +45,12 @@ from typing import Any
 
 import numpy as np
 
-from cinetron.bench.output import emit
-from cinetron.bench.servers import FLOOR_MODEL, DenoiserKnobs, denoiser_settings
-from cinetron.bench.servers import triton as served_triton
-from cinetron.client.pipeline import Pipeline
-from cinetron.client.request import GenerationRequest
-from cinetron.client.transports import Transport, open_transport
+from bench.output import emit
+from bench.servers import FLOOR_MODEL, DenoiserKnobs, denoiser_settings
+from bench.servers import triton as served_triton
+from cinetron.core.pipeline import Pipeline
+from cinetron.core.request import GenerationRequest
+from cinetron.transports import Transport, open_transport
 
 PROMPTS = (
     "a red circle moving to the left on a black background",
@@ -287,8 +287,8 @@ def serves(url: str, model: str) -> bool:
 
 def open_floors(stack: ExitStack, url: str, kinds: list[str]) -> dict[str, Transport]:
     """``floor:<kind>``: each served transport again, calling ``denoiser_floor``."""
-    from cinetron.client.transports.triton_grpc import TritonGrpcTransport
-    from cinetron.client.transports.triton_shm import TritonShmTransport
+    from cinetron.transports.triton_grpc import TritonGrpcTransport
+    from cinetron.transports.triton_shm import TritonShmTransport
 
     classes = {"triton": TritonGrpcTransport, "triton-shm": TritonShmTransport}
     return {
@@ -374,7 +374,7 @@ def floor_lines(report: dict[str, Any]) -> list[str]:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="cinetron bench latency", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m bench latency", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("--repo", type=Path, default=Path("model_repository"), help="exported repo")
     p.add_argument("--url", default=None, help="use this running Triton instead of starting one")

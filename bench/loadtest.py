@@ -1,4 +1,4 @@
-"""``cinetron bench loadtest``: Locust against the gRPC API — ramp, steady state, report.
+"""``python -m bench loadtest``: Locust against the gRPC API — ramp, steady state, report.
 
 Without ``--address`` it starts Triton on ``--repo`` and the API server in front of it
 (both on free loopback ports) and stops them afterwards; with ``--address`` it drives
@@ -29,8 +29,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from cinetron.bench.output import emit
-from cinetron.bench.throughput import percentiles
+from bench.output import emit
+from bench.throughput import percentiles
 
 BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results" / "loadtest.json"
@@ -68,7 +68,7 @@ def preflight(address: str, token: str) -> None:
     """One ``GetInfo`` call, so a wrong address or a missing token fails in a second."""
     import grpc
 
-    from cinetron.server.stubs import pb, pb_grpc
+    from cinetron.api_client import pb, pb_grpc
 
     metadata = [("authorization", f"Bearer {token}")] if token else []
     with grpc.insecure_channel(address) as channel:
@@ -94,7 +94,7 @@ def target(args: argparse.Namespace) -> Iterator[str]:
         check_loopback(args.address)
         yield args.address
         return
-    from cinetron.bench.servers import api_server, triton
+    from bench.servers import api_server, triton
 
     with (
         triton(args.repo) as server,
@@ -178,7 +178,7 @@ def table(report: dict[str, Any]) -> str:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="cinetron bench loadtest", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m bench loadtest", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument(
         "--address",

@@ -1,6 +1,6 @@
 """Locust load test of the ``cinetron.v1`` gRPC API: a custom gRPC user, a ramp, a steady state.
 
-Run it through ``cinetron bench loadtest`` / ``make loadtest`` (they start the servers when
+Run it through ``python -m bench loadtest`` / ``make loadtest`` (they start the servers when
 no address is given, check the address is loopback and read the report back). Settings
 come from the environment, so the same file works under ``locust -f`` too:
 
@@ -39,9 +39,9 @@ from typing import Any  # noqa: E402
 import grpc  # noqa: E402
 from locust import LoadTestShape, User, constant, events, task  # noqa: E402
 
-from cinetron.bench.loadtest import phase_summary  # noqa: E402
-from cinetron.bench.throughput import workload_prompts  # noqa: E402
-from cinetron.server.stubs import pb, pb_grpc  # noqa: E402
+from bench.loadtest import phase_summary  # noqa: E402
+from bench.throughput import workload_prompts  # noqa: E402
+from cinetron.api_client import pb, pb_grpc  # noqa: E402
 
 
 def _setting(name: str, default: float) -> float:

@@ -11,7 +11,7 @@ Report = dict[str, Any]
 
 
 def write_json(path: Path, report: Report) -> None:
-    from cinetron.client.files import write_bytes_atomic
+    from cinetron.core.files import write_bytes_atomic
 
     write_bytes_atomic(path, (json.dumps(report, indent=2) + "\n").encode())
 

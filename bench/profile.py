@@ -1,6 +1,6 @@
 """Sampling profiles of running processes with py-spy, summarised to where the time went.
 
-Used by ``cinetron bench throughput --profile`` during its highest-concurrency point: the
+Used by ``python -m bench throughput --profile`` during its highest-concurrency point: the
 denoiser's Triton stub (does it spend its time in onnxruntime?) and the benchmark's own
 client threads (serialisation, the scheduler, the GIL?). py-spy samples at 100 Hz and
 leaves idle threads out, so ``samples / (seconds · rate)`` is how busy the process was.

@@ -1,4 +1,4 @@
-"""``python -m cinetron.bench.reliability_report``: run the reliability suite and summarise it.
+"""``python -m bench.reliability_report``: run the reliability suite and summarise it.
 
 Runs ``pytest tests/reliability`` (slow tests included) with the suite's ledger switched
 on, then prints one table — cases tried and passed, faults survived, requests accepted
@@ -184,7 +184,7 @@ def table(summary: dict[str, Any], audit: dict[str, Any] | None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m cinetron.bench.reliability_report")
+    p = argparse.ArgumentParser(prog="python -m bench.reliability_report")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="summary JSON [%(default)s]")
     p.add_argument(
         "--raw",

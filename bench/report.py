@@ -1,4 +1,4 @@
-"""``cinetron bench report``: the README's Performance tables, as Markdown, from
+"""``python -m bench report``: the README's Performance tables, as Markdown, from
 ``bench/results/*.json`` (written by ``make bench`` and ``make loadtest``), so every number
 in the README comes from a file a command wrote."""
 
@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from cinetron.bench.flops import fmt_flops
-from cinetron.bench.sweep import served
-from cinetron.bench.throughput import LABELS
+from bench.flops import fmt_flops
+from bench.sweep import served
+from bench.throughput import LABELS
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -78,7 +78,7 @@ def throughput_md(r: dict[str, Any]) -> str:
 
 
 def latency_md(r: dict[str, Any]) -> str:
-    from cinetron.bench.latency import LABELS as TRANSPORTS
+    from bench.latency import LABELS as TRANSPORTS
 
     w, m = r["workload"], r["machine"]
     out = [
@@ -169,7 +169,7 @@ def sweep_md(r: dict[str, Any]) -> str:
 
 
 def gpu_md(r: dict[str, Any]) -> str:
-    from cinetron.bench.gpu import table
+    from bench.gpu import table
 
     return table(r)
 
@@ -200,26 +200,26 @@ def loadtest_md(r: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="cinetron bench report", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m bench report", description=__doc__)
     p.add_argument("--results", type=Path, default=RESULTS, help="folder of the JSON results")
     args = p.parse_args(argv)
     sections = (
         (
-            "Latency at c1, throughput setting (`cinetron bench latency`)",
+            "Latency at c1, throughput setting (`python -m bench latency`)",
             "latency.json",
             latency_md,
         ),
         (
-            "Latency at c1, latency setting (`cinetron bench latency --threads 2 "
+            "Latency at c1, latency setting (`python -m bench latency --threads 2 "
             "--denoiser-instances 1 --no-spinning`)",
             "latency_2threads.json",
             latency_md,
         ),
-        ("Batch size vs cost (`cinetron bench flops`)", "flops.json", flops_md),
-        ("Throughput (`cinetron bench throughput`)", "throughput.json", throughput_md),
-        ("Serving knobs (`cinetron bench sweep`)", "sweep.json", sweep_md),
+        ("Batch size vs cost (`python -m bench flops`)", "flops.json", flops_md),
+        ("Throughput (`python -m bench throughput`)", "throughput.json", throughput_md),
+        ("Serving knobs (`python -m bench sweep`)", "sweep.json", sweep_md),
         ("Load test (`make loadtest`)", "loadtest.json", loadtest_md),
-        ("GPU (`cinetron bench gpu`)", "gpu.json", gpu_md),
+        ("GPU (`python -m bench gpu`)", "gpu.json", gpu_md),
     )
     found = False
     for title, name, render in sections:

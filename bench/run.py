@@ -1,4 +1,6 @@
-"""``cinetron bench <suite> [options]``: each suite is a module with ``main(argv)``."""
+"""``python -m bench <suite> [options]``: each suite is a module with ``main(argv)``.
+
+Benchmarks stay in the repository, out of the installed package: run them from a checkout."""
 
 from __future__ import annotations
 
@@ -6,20 +8,20 @@ import importlib
 import sys
 
 SUITES: dict[str, tuple[str, str]] = {
-    "latency": ("cinetron.bench.latency", "seconds per video over every transport (conc. 1)"),
-    "throughput": ("cinetron.bench.throughput", "videos/min at concurrency 1-8, four ways"),
-    "flops": ("cinetron.bench.flops", "denoiser FLOPs per step and the matmul peak"),
-    "sweep": ("cinetron.bench.sweep", "serving knobs and their measured effect"),
-    "loadtest": ("cinetron.bench.loadtest", "Locust load test of the gRPC API"),
-    "gpu": ("cinetron.bench.gpu", "denoiser batch scaling and step batching, in-process torch"),
-    "report": ("cinetron.bench.report", "the README's Performance tables from bench/results"),
+    "latency": ("bench.latency", "seconds per video over every transport (conc. 1)"),
+    "throughput": ("bench.throughput", "videos/min at concurrency 1-8, four ways"),
+    "flops": ("bench.flops", "denoiser FLOPs per step and the matmul peak"),
+    "sweep": ("bench.sweep", "serving knobs and their measured effect"),
+    "loadtest": ("bench.loadtest", "Locust load test of the gRPC API"),
+    "gpu": ("bench.gpu", "denoiser batch scaling and step batching, in-process torch"),
+    "report": ("bench.report", "the README's Performance tables from bench/results"),
 }
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if not args or args[0] not in SUITES:
-        print("usage: cinetron bench <suite> [options]\n\nsuites:", file=sys.stderr)
+        print("usage: python -m bench <suite> [options]\n\nsuites:", file=sys.stderr)
         for name, (_, help_) in SUITES.items():
             print(f"  {name:<10} {help_}", file=sys.stderr)
         return 0 if args and args[0] in ("-h", "--help") else 2

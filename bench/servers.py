@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from cinetron.tritonserver import TritonServer
+from cinetron.tools.tritonserver import TritonServer
 
 
 @dataclass(frozen=True)

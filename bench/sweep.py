@@ -1,4 +1,4 @@
-"""``cinetron bench sweep``: the denoiser's serving knobs, one at a time, and what each does.
+"""``python -m bench sweep``: the denoiser's serving knobs, one at a time, and what each does.
 
 Each variant is the exported repository with one change to the denoiser's
 ``config.pbtxt`` (the same fields ``cinetron export`` writes from its flags):
@@ -27,10 +27,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from cinetron.bench.metrics import BatchStats, CpuMeter, Snapshot, triton_processes
-from cinetron.bench.output import emit
-from cinetron.bench.servers import DenoiserKnobs, denoiser_settings, triton
-from cinetron.bench.throughput import (
+from bench.metrics import BatchStats, CpuMeter, Snapshot, triton_processes
+from bench.output import emit
+from bench.servers import DenoiserKnobs, denoiser_settings, triton
+from bench.throughput import (
     machine,
     percentiles,
     pipeline_generate,
@@ -61,7 +61,7 @@ VARIANTS: dict[str, DenoiserKnobs] = {
 
 def measure(repo: Path, name: str, knobs: DenoiserKnobs, args: argparse.Namespace,
             prompts: list[str], offset: int) -> dict[str, Any]:  # fmt: skip
-    from cinetron.client.transports import open_transport
+    from cinetron.transports import open_transport
 
     out: dict[str, Any] = {"variant": name, "knobs": knobs.label(), "points": []}
     with triton(repo, knobs) as server, open_transport("triton", url=server.grpc_url) as transport:
@@ -178,7 +178,7 @@ def table(report: dict[str, Any]) -> str:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="cinetron bench sweep", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m bench sweep", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("--repo", type=Path, default=Path("model_repository"), help="exported repo")
     p.add_argument("--steps", type=int, default=20)

@@ -1,4 +1,4 @@
-"""``cinetron bench throughput``: videos per minute at concurrency 1, 2, 4, 8, four ways.
+"""``python -m bench throughput``: videos per minute at concurrency 1, 2, 4, 8, four ways.
 
 The same workload — unique prompts (so no prompt-cache hits), fixed seeds, the model's
 default steps and guidance, an H.264 MP4 at the end — run by ``c`` concurrent callers:
@@ -40,9 +40,9 @@ from typing import Any
 
 import numpy as np
 
-from cinetron.bench.metrics import BatchStats, CpuMeter, Snapshot, triton_processes
-from cinetron.bench.output import emit
-from cinetron.bench.profile import PySpy, available
+from bench.metrics import BatchStats, CpuMeter, Snapshot, triton_processes
+from bench.output import emit
+from bench.profile import PySpy, available
 
 MODES = ("api", "client", "onnx", "torch")
 LABELS = {
@@ -160,9 +160,9 @@ def run_point(generate: Generate, concurrency: int, jobs: list[tuple[str, int]])
 def pipeline_generate(transport: Any, steps: int) -> Generate:
     """A ``Generate`` over the Python client: one ``Pipeline`` per caller thread (its prompt
     cache included, as the API's workers), then the MP4, as the API server does."""
-    from cinetron.client.pipeline import Pipeline, Progress
-    from cinetron.client.request import GenerationRequest
-    from cinetron.client.video import encode_mp4
+    from cinetron.core.pipeline import Pipeline, Progress
+    from cinetron.core.request import GenerationRequest
+    from cinetron.core.video import encode_mp4
 
     local = threading.local()
 
@@ -185,7 +185,7 @@ def api_generate(address: str, steps: int) -> tuple[Generate, Callable[[], None]
     """A ``Generate`` that streams ``Generate`` from the API (one shared channel)."""
     import grpc
 
-    from cinetron.server.stubs import pb, pb_grpc
+    from cinetron.api_client import pb, pb_grpc
 
     channel = grpc.insecure_channel(
         address, options=[("grpc.max_receive_message_length", 64 << 20)]
@@ -223,7 +223,7 @@ class Servers:
 
 @contextmanager
 def servers(args: argparse.Namespace, modes: list[str]) -> Iterator[Servers]:
-    from cinetron.bench.servers import DenoiserKnobs, api_server, denoiser_settings, triton
+    from bench.servers import DenoiserKnobs, api_server, denoiser_settings, triton
 
     out = Servers(processes={"bench": os.getpid()})
     if not {"api", "client"} & set(modes):
@@ -248,7 +248,7 @@ def servers(args: argparse.Namespace, modes: list[str]) -> Iterator[Servers]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from cinetron.bench.flops import denoiser_report, machine_peak
+    from bench.flops import denoiser_report, machine_peak
 
     modes = [m for m in MODES if m not in args.skip]
     load_before = os.getloadavg()
@@ -262,7 +262,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             assert srv.api_address is not None
             generators["api"], close = api_generate(srv.api_address, args.steps)
             stack.callback(close)
-        from cinetron.client.transports import open_transport
+        from cinetron.transports import open_transport
 
         for kind, transport_kind in (("client", "triton"), ("onnx", "onnx"), ("torch", "torch")):
             if kind in modes:
@@ -417,7 +417,7 @@ def _num(x: float | None, fmt: str) -> str:
 
 
 def table(report: dict[str, Any]) -> str:
-    from cinetron.bench.flops import fmt_flops
+    from bench.flops import fmt_flops
 
     w, m, f, pk = report["workload"], report["machine"], report["flops"], report["peak"]
     lines = [
@@ -483,7 +483,7 @@ def table(report: dict[str, Any]) -> str:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="cinetron bench throughput", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m bench throughput", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("--repo", type=Path, default=Path("model_repository"), help="exported repo")
     p.add_argument("--steps", type=int, default=20, help="denoising steps per video")

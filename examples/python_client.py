@@ -17,7 +17,7 @@ from pathlib import Path
 
 import grpc
 
-from cinetron.server.stubs import pb, pb_grpc
+from cinetron.api_client import pb, pb_grpc
 
 
 def channel(address: str, tls_ca: Path | None) -> grpc.Channel:

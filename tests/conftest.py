@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cinetron.tritonserver import TritonServer
+from cinetron.tools.tritonserver import TritonServer
 
 
 @pytest.fixture(scope="session")

@@ -19,12 +19,12 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from cinetron.client.transports.base import Transport
-from cinetron.client.video import decode_mp4
-from cinetron.server.backend import triton_probe, triton_transport
-from cinetron.server.config import ServerConfig
-from cinetron.server.main import ApiServer
-from cinetron.server.stubs import SERVICE_NAME, pb, pb_grpc
+from cinetron.api.backend import triton_probe, triton_transport
+from cinetron.api.config import ServerConfig
+from cinetron.api.main import ApiServer
+from cinetron.api_client import SERVICE_NAME, pb, pb_grpc
+from cinetron.core.video import decode_mp4
+from cinetron.transports.base import Transport
 
 LONG_STEPS = 200  # far longer than any cancel/deadline below: seconds on CPU
 
@@ -45,7 +45,7 @@ def inference(request: pytest.FixtureRequest) -> tuple[Callable[[], Transport], 
     if triton is not None:
         transport = triton_transport(triton.grpc_url)
         return (lambda: transport), triton_probe(triton.grpc_url)
-    from cinetron.client.transports.torch_local import TorchTransport
+    from cinetron.transports.torch_local import TorchTransport
 
     local = TorchTransport(threads=1)
     return (lambda: local), None
@@ -173,7 +173,7 @@ def test_same_seed_gives_the_same_video_and_an_unset_seed_is_reported(start_api,
     except pytest.FixtureLookupError:
         repository = None
     if repository is not None:
-        from cinetron.tritonserver import TritonServer
+        from cinetron.tools.tritonserver import TritonServer
 
         private = TritonServer(repository, ready_timeout=180)
         private.start()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from cinetron.server.config import ServerConfig, from_args
+from cinetron.api.config import ServerConfig, from_args
 
 CONTRACT = {
     "CINETRON_API_ADDRESS": "0.0.0.0:50051",
@@ -73,7 +73,7 @@ def test_extra_tokens_variable_turns_auth_on():
 def test_tokens_file_is_reread_when_it_changes(tmp_path):
     import os
 
-    from cinetron.server.auth import TokenSet, bearer_token
+    from cinetron.api.auth import TokenSet, bearer_token
 
     path = tmp_path / "tokens"
     path.write_text("old-token\n# a comment\n")

@@ -17,8 +17,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from cinetron.client.video import decode_mp4
-from cinetron.server.stubs import SERVICE_NAME, pb, pb_grpc
+from cinetron.api_client import SERVICE_NAME, pb, pb_grpc
+from cinetron.core.video import decode_mp4
 
 ROOT = Path(__file__).resolve().parent.parent
 LONG_STEPS = 200

@@ -77,7 +77,7 @@ def _without_json_names(fd: descriptor_pb2.FileDescriptorProto) -> None:
 
 
 def test_installed_stubs_were_built_from_the_proto_on_disk(lint):
-    from cinetron.server.stubs import pb
+    from cinetron.api_client import pb
 
     on_disk = next(f for f in lint.compile_protos().file if f.name == "cinetron/v1/video.proto")
     on_disk.ClearField("source_code_info")
@@ -88,9 +88,9 @@ def test_installed_stubs_were_built_from_the_proto_on_disk(lint):
 
 
 def test_protogen_writes_an_importable_flat_package(tmp_path):
-    protogen = _load(ROOT / "server/protogen.py")
+    protogen = _load(ROOT / "src/cinetron/api_client/protogen.py")
     written = {p.name for p in protogen.generate(out_dir=tmp_path / "_proto")}
     assert {"__init__.py", "video_pb2.py", "video_pb2_grpc.py", "video_pb2.pyi"} <= written
     grpc_stub = (tmp_path / "_proto" / "video_pb2_grpc.py").read_text()
-    assert "from cinetron.server._proto import video_pb2" in grpc_stub
+    assert "from cinetron.api_client._proto import video_pb2" in grpc_stub
     assert "from cinetron.v1" not in grpc_stub

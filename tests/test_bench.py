@@ -15,16 +15,16 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from tritonclient.grpc import model_config_pb2 as mc
 
-from cinetron.bench import floor_model
-from cinetron.bench.flops import conv_flops, count_flops, gemm_flops, matmul_flops
-from cinetron.bench.loadtest import check_loopback, phase_summary
-from cinetron.bench.metrics import BatchStats, Snapshot, model_counters
-from cinetron.bench.profile import available, py_spy, summarise
-from cinetron.bench.servers import FLOOR_MODEL, DenoiserKnobs, add_floor_model, repository_variant
-from cinetron.bench.throughput import percentiles, workload_prompts
-from cinetron.client.manifest import ModelManifest
+from bench import floor_model
+from bench.flops import conv_flops, count_flops, gemm_flops, matmul_flops
+from bench.loadtest import check_loopback, phase_summary
+from bench.metrics import BatchStats, Snapshot, model_counters
+from bench.profile import available, py_spy, summarise
+from bench.servers import FLOOR_MODEL, DenoiserKnobs, add_floor_model, repository_variant
+from bench.throughput import percentiles, workload_prompts
+from cinetron.contract.manifest import ModelManifest
+from cinetron.contract.repository import repository_spec
 from cinetron.export.configs import RepositoryOptions, model_config, read_config, write_config
-from cinetron.export.spec import repository_spec
 
 
 def _init(name: str, shape: tuple[int, ...]) -> onnx.TensorProto:
@@ -259,7 +259,7 @@ def test_py_spy_summary_ranks_self_time() -> None:
 
 
 def test_sweep_rounds_pool_videos_latencies_and_batches() -> None:
-    from cinetron.bench.sweep import merge_rounds
+    from bench.sweep import merge_rounds
 
     def point(videos: int, wall: float, lat: list[float], samples: float, execs: float) -> dict:
         return {"concurrency": 8, "videos": videos, "errors": 0, "wall_s": wall,
@@ -282,8 +282,8 @@ def test_sweep_rounds_pool_videos_latencies_and_batches() -> None:
 
 
 def test_batch_scaling_rows_and_their_markdown(tmp_path: Path) -> None:
-    from cinetron.bench.flops import batch_scaling
-    from cinetron.bench.report import flops_md
+    from bench.flops import batch_scaling
+    from bench.report import flops_md
 
     path = tmp_path / "tiny.onnx"
     onnx.save(tiny_graph(), str(path))

@@ -1,4 +1,4 @@
-"""``cinetron bench gpu`` on the CPU with tiny counts: the same code a GPU runs, its JSON and
+"""``python -m bench gpu`` on the CPU with tiny counts: the same code a GPU runs, its JSON and
 tables, the lockstep batched loop against ``Pipeline.generate``, and the DiT off the CPU.
 No timing assertions beyond "positive and consistent": tests check the code, the GPU run
 makes the numbers."""
@@ -12,15 +12,15 @@ import numpy as np
 import pytest
 import torch
 
-from cinetron.bench import report as bench_report
-from cinetron.bench.gpu import (
+from bench import report as bench_report
+from bench.gpu import (
     DeviceTorchTransport,
     PromptTable,
     generate_batched,
     main,
 )
-from cinetron.client.pipeline import Pipeline, PromptCache
-from cinetron.client.request import GenerationRequest
+from cinetron.core.pipeline import Pipeline, PromptCache
+from cinetron.core.request import GenerationRequest
 from cinetron.models.loading import DEFAULT_WEIGHTS, load_dit, shapes_manifest
 
 PROMPTS = ["a red circle moving to the left on a black background",
@@ -98,7 +98,7 @@ def test_gpu_bench_on_cpu_writes_consistent_json_tables_and_report(
 
     assert bench_report.main(["--results", str(out.parent)]) == 0
     rendered = capsys.readouterr().out
-    assert "#### GPU (`cinetron bench gpu`)" in rendered
+    assert "#### GPU (`python -m bench gpu`)" in rendered
     assert "| fp32 | 2 | c callers, steps batched (one call of 2c) | 4 |" in rendered
 
 

@@ -11,16 +11,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cinetron.bench.flops import count_flops
-from cinetron.bench.latency import main as latency_main
-from cinetron.bench.latency import step_inputs
-from cinetron.bench.loadtest import main as loadtest_main
-from cinetron.bench.metrics import BatchStats, Snapshot, triton_processes
-from cinetron.bench.report import latency_md, loadtest_md
-from cinetron.bench.servers import FLOOR_MODEL, DenoiserKnobs, api_server
-from cinetron.bench.servers import triton as served_triton
-from cinetron.bench.throughput import api_generate, pipeline_generate, run_point
-from cinetron.client.transports.triton_grpc import TritonGrpcTransport
+from bench.flops import count_flops
+from bench.latency import main as latency_main
+from bench.latency import step_inputs
+from bench.loadtest import main as loadtest_main
+from bench.metrics import BatchStats, Snapshot, triton_processes
+from bench.report import latency_md, loadtest_md
+from bench.servers import FLOOR_MODEL, DenoiserKnobs, api_server
+from bench.servers import triton as served_triton
+from bench.throughput import api_generate, pipeline_generate, run_point
+from cinetron.transports.triton_grpc import TritonGrpcTransport
 
 pytestmark = pytest.mark.triton
 
@@ -86,7 +86,7 @@ def test_the_floor_model_echoes_and_the_latency_bench_measures_it(
     model_repository: Path, tmp_path: Path
 ) -> None:
     """``denoiser_floor`` answers a denoiser call with its latents, untouched, and
-    ``cinetron bench latency`` times it beside the real denoiser."""
+    ``python -m bench latency`` times it beside the real denoiser."""
     knobs = DenoiserKnobs(spinning=False)  # as `make bench`'s latency setting serves it
     with served_triton(model_repository, knobs, floor=True) as server:
         with TritonGrpcTransport(server.grpc_url, denoiser_model=FLOOR_MODEL) as floor:

@@ -1,5 +1,6 @@
-"""The thin client stays thin: nothing in ``client/`` imports torch (a backend service
-installs ``cinetron[client]`` only), and the Triton path does not load onnxruntime."""
+"""The thin client stays thin: nothing in the contract, core or transports imports torch
+(a backend service installs ``cinetron[client]`` only), and the Triton path does not load
+onnxruntime."""
 
 from __future__ import annotations
 
@@ -8,19 +9,21 @@ import subprocess
 import sys
 from pathlib import Path
 
-import cinetron.client
+import cinetron
 
-CLIENT_DIR = Path(cinetron.client.__file__).parent
-TORCH_MODULES = {"cinetron.client.transports.torch_local"}  # the reference, by design
+PACKAGE_DIR = Path(cinetron.__file__).parent
+THIN_CLIENT = ("contract", "core", "transports", "api_client")
+TORCH_MODULES = {"cinetron.transports.torch_local"}  # the reference, by design
 
 
 def client_modules() -> list[str]:
     names = [
         info.name
-        for info in pkgutil.walk_packages([str(CLIENT_DIR)], prefix="cinetron.client.")
-        if info.name not in TORCH_MODULES
+        for layer in THIN_CLIENT
+        for info in pkgutil.walk_packages([str(PACKAGE_DIR / layer)], prefix=f"cinetron.{layer}.")
+        if info.name not in TORCH_MODULES and not info.name.startswith("cinetron.api_client._")
     ]
-    assert "cinetron.client.transports.triton_grpc" in names  # the walk found the tree
+    assert "cinetron.transports.triton_grpc" in names  # the walk found the tree
     return names
 
 
@@ -44,10 +47,10 @@ def test_no_client_module_imports_torch() -> None:
 def test_triton_path_and_cli_do_not_load_onnxruntime_or_torch() -> None:
     loaded = loaded_after_import(
         [
-            "cinetron.client.cli",
-            "cinetron.client.pipeline",
-            "cinetron.client.transports.triton_grpc",
-            "cinetron.client.transports.triton_shm",
+            "cinetron.tools.generate",
+            "cinetron.core.pipeline",
+            "cinetron.transports.triton_grpc",
+            "cinetron.transports.triton_shm",
         ]
     )
     assert not loaded & {"torch", "onnxruntime", "transformers"}

@@ -10,12 +10,12 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from cinetron.client.errors import Cancelled
-from cinetron.client.pipeline import Pipeline
-from cinetron.client.request import GenerationRequest
-from cinetron.client.schedulers import SCHEDULERS, make_scheduler
-from cinetron.client.transports import PromptEmbeddings, Transport
-from cinetron.client.transports.onnx_local import OnnxLocalTransport
+from cinetron.core.errors import Cancelled
+from cinetron.core.pipeline import Pipeline
+from cinetron.core.request import GenerationRequest
+from cinetron.core.schedulers import SCHEDULERS, make_scheduler
+from cinetron.transports import PromptEmbeddings, Transport
+from cinetron.transports.onnx_local import OnnxLocalTransport
 
 PROMPT = "a green square shrinking on a gray background"
 
@@ -115,7 +115,7 @@ def test_stop_check_cancels_between_steps(onnx: OnnxLocalTransport) -> None:
 
 
 def test_onnx_transport_names_the_missing_export(tmp_path: Path) -> None:
-    from cinetron.client.errors import Unavailable
+    from cinetron.core.errors import Unavailable
 
     with pytest.raises(Unavailable, match="cinetron export"):
         OnnxLocalTransport(tmp_path)

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cinetron.client.conditioning import (
+from cinetron.core.compose import Composer, CompositionRequest
+from cinetron.core.conditioning import (
     LatentCondition,
     OnnxEncoder,
     TritonEncoder,
@@ -24,16 +25,15 @@ from cinetron.client.conditioning import (
     start_index,
     steps_from,
 )
-from cinetron.client.errors import InvalidArgument
-from cinetron.client.judge import judge
-from cinetron.client.longvideo import Composer, CompositionRequest
-from cinetron.client.pipeline import Pipeline
-from cinetron.client.request import GenerationRequest
-from cinetron.client.schedulers import SCHEDULERS, make_scheduler
-from cinetron.client.transports.triton_grpc import TritonGrpcTransport
-from cinetron.client.video import encode_png
+from cinetron.core.errors import InvalidArgument
+from cinetron.core.pipeline import Pipeline
+from cinetron.core.request import GenerationRequest
+from cinetron.core.schedulers import SCHEDULERS, make_scheduler
+from cinetron.core.video import encode_png
 from cinetron.models import world
 from cinetron.models.captions import canonical_caption
+from cinetron.tools.judge import judge
+from cinetron.transports.triton_grpc import TritonGrpcTransport
 
 SHAPE = (1, 4, 8, 16, 16)
 # Measured with the committed weights (docs/beyond-one-clip.md); the bound leaves margin.

@@ -249,7 +249,7 @@ def test_api_build_context_includes_everything_the_package_build_reads():
 
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     needed = {"pyproject.toml", "setup.py", "MANIFEST.in", "proto", project["project"]["readme"]}
-    needed |= set(project["tool"]["setuptools"]["package-dir"].values())
+    needed |= set(project["tool"]["setuptools"]["packages"]["find"]["where"])
     ignore = (DEPLOY / "docker" / "Dockerfile.api.dockerignore").read_text().splitlines()
     assert ignore[next(i for i, line in enumerate(ignore) if line and line[0] != "#")] == "**"
     included = {line[1:].rstrip("/") for line in ignore if line.startswith("!")}

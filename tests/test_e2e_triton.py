@@ -14,15 +14,15 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
-from cinetron.client.errors import InvalidArgument, Unavailable
-from cinetron.client.pipeline import Pipeline, Video
-from cinetron.client.request import GenerationRequest
-from cinetron.client.transports import Transport
-from cinetron.client.transports.onnx_local import OnnxLocalTransport
-from cinetron.client.transports.triton_grpc import TritonGrpcTransport
-from cinetron.client.transports.triton_shm import TritonShmTransport
-from cinetron.client.video import decode_mp4
-from cinetron.tritonserver import TritonServer
+from cinetron.core.errors import InvalidArgument, Unavailable
+from cinetron.core.pipeline import Pipeline, Video
+from cinetron.core.request import GenerationRequest
+from cinetron.core.video import decode_mp4
+from cinetron.tools.tritonserver import TritonServer
+from cinetron.transports import Transport
+from cinetron.transports.onnx_local import OnnxLocalTransport
+from cinetron.transports.triton_grpc import TritonGrpcTransport
+from cinetron.transports.triton_shm import TritonShmTransport
 
 pytestmark = pytest.mark.triton
 
@@ -241,7 +241,7 @@ def test_cli_empty_prompt_exits_2(triton_server: TritonServer, tmp_path: Path) -
 def test_evaluation_through_triton_scores_the_same_as_in_process(
     grpc_transport: TritonGrpcTransport, onnx_transport: OnnxLocalTransport
 ) -> None:
-    from cinetron.client.evaluate import evaluate, prompt_set
+    from cinetron.tools.evaluate import evaluate, prompt_set
 
     prompts = prompt_set("held-out", limit=8)
     served = evaluate(Pipeline(grpc_transport), prompts, steps=10)

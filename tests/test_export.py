@@ -16,10 +16,10 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from cinetron.client.manifest import ModelManifest
+from cinetron.contract.manifest import ModelManifest
+from cinetron.contract.repository import ONNX_MODELS, repository_spec
 from cinetron.export.configs import RepositoryOptions, read_config
 from cinetron.export.repository import write_repository
-from cinetron.export.spec import ONNX_MODELS, repository_spec
 from cinetron.models.loading import DEFAULT_WEIGHTS
 
 ONNX_TO_TRITON = {

@@ -8,10 +8,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from cinetron.client import buckets
-from cinetron.client.errors import InvalidArgument
-from cinetron.client.judge import Verdict, judge
-from cinetron.client.longvideo import (
+from cinetron.contract.manifest import ModelManifest
+from cinetron.core import buckets
+from cinetron.core.compose import (
     Composer,
     CompositionRequest,
     Shot,
@@ -20,13 +19,14 @@ from cinetron.client.longvideo import (
     seam_report,
     window_steps,
 )
-from cinetron.client.manifest import ModelManifest
-from cinetron.client.pipeline import Pipeline
-from cinetron.client.request import GenerationRequest, resolve
-from cinetron.client.storyboard_demo import MOTIONS, extension_sources
-from cinetron.client.transports.triton_grpc import TritonGrpcTransport
+from cinetron.core.errors import InvalidArgument
+from cinetron.core.pipeline import Pipeline
+from cinetron.core.request import GenerationRequest, resolve
 from cinetron.models import world
 from cinetron.models.captions import canonical_caption
+from cinetron.tools.judge import Verdict, judge
+from cinetron.tools.storyboard_demo import MOTIONS, extension_sources
+from cinetron.transports.triton_grpc import TritonGrpcTransport
 
 RED_LEFT = ("black", "red", "circle", "left")
 # A small red circle whose leftward path ends near the middle, so there is room to go on.

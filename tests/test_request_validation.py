@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from cinetron.client.errors import InvalidArgument
-from cinetron.client.manifest import ModelManifest
-from cinetron.client.request import GenerationRequest, resolve
+from cinetron.contract.manifest import ModelManifest
+from cinetron.core.errors import InvalidArgument
+from cinetron.core.request import GenerationRequest, resolve
 
 MANIFEST = ModelManifest(
     family="test",

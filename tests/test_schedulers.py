@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cinetron.client.errors import InvalidArgument
-from cinetron.client.schedulers import SCHEDULERS, Scheduler, make_scheduler
-from cinetron.client.schedulers.base import Array
+from cinetron.core.errors import InvalidArgument
+from cinetron.core.schedulers import SCHEDULERS, Scheduler, make_scheduler
+from cinetron.core.schedulers.base import Array
 
 RNG = np.random.default_rng(7)
 MU = RNG.uniform(-2, 2, (1, 4, 2, 3, 3)).astype(np.float32)
@@ -174,7 +174,7 @@ def test_euler_ancestral_matches_diffusers_stochastic_sampling(
     torch = pytest.importorskip("torch")
     from diffusers.schedulers import scheduling_flow_match_euler_discrete as module
 
-    from cinetron.client.schedulers.euler_ancestral import NOISE_STREAM
+    from cinetron.core.schedulers.euler_ancestral import NOISE_STREAM
 
     rng = np.random.default_rng([5, NOISE_STREAM])
     monkeypatch.setattr(

@@ -11,17 +11,17 @@ import numpy as np
 import pytest
 from test_api import RunningApi, inference, start_api  # noqa: F401  (fixtures)
 
-from cinetron.client.judge import judge
-from cinetron.client.longvideo import Composer, CompositionRequest
-from cinetron.client.pipeline import Pipeline
-from cinetron.client.request import GenerationRequest
-from cinetron.client.storyboard_demo import DEMO_SHOTS, demo_shots, judge_shot, shot_segments
-from cinetron.client.storyboard_demo import shot_table as demo_table
-from cinetron.client.transports.triton_grpc import TritonGrpcTransport
-from cinetron.client.video import decode_mp4, encode_png
+from cinetron.api_client import pb
+from cinetron.core.compose import Composer, CompositionRequest
+from cinetron.core.pipeline import Pipeline
+from cinetron.core.request import GenerationRequest
+from cinetron.core.video import decode_mp4, encode_png
 from cinetron.models import world
 from cinetron.models.captions import canonical_caption
-from cinetron.server.stubs import pb
+from cinetron.tools.judge import judge
+from cinetron.tools.storyboard_demo import DEMO_SHOTS, demo_shots, judge_shot, shot_segments
+from cinetron.tools.storyboard_demo import shot_table as demo_table
+from cinetron.transports.triton_grpc import TritonGrpcTransport
 
 pytestmark = pytest.mark.triton
 

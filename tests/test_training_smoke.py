@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cinetron.client.pipeline import Pipeline
-from cinetron.client.request import GenerationRequest
+from cinetron.core.pipeline import Pipeline
+from cinetron.core.request import GenerationRequest
 from cinetron.models import train
 from cinetron.models.loading import load_dit, load_vae
 
@@ -43,7 +43,7 @@ def test_a_few_training_steps_write_weights_that_generate_a_video(
     assert all(np.isfinite(row["loss"]) for row in log)
     load_vae(out), load_dit(out)
 
-    from cinetron.client.transports.torch_local import TorchTransport
+    from cinetron.transports.torch_local import TorchTransport
 
     with TorchTransport(out, threads=1) as transport:
         video = Pipeline(transport).generate(GenerationRequest("a red circle", steps=2))

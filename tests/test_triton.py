@@ -20,11 +20,11 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
-from cinetron.client.manifest import ModelManifest
-from cinetron.client.text import PromptTokenizer
-from cinetron.client.transports.base import to_uint8_frames
-from cinetron.tritonserver import TritonServer, TritonStartError
-from cinetron.tritonserver import main as serve_main
+from cinetron.contract.manifest import ModelManifest
+from cinetron.tools.tritonserver import TritonServer, TritonStartError
+from cinetron.tools.tritonserver import main as serve_main
+from cinetron.transports.base import to_uint8_frames
+from cinetron.triton_backend.text import PromptTokenizer
 
 pytestmark = pytest.mark.triton
 

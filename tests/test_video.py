@@ -8,8 +8,8 @@ import av
 import numpy as np
 import pytest
 
-from cinetron.client.files import atomic_path
-from cinetron.client.video import decode_mp4, encode_mp4, write_frames
+from cinetron.core.files import atomic_path
+from cinetron.core.video import decode_mp4, encode_mp4, write_frames
 from cinetron.models import world
 
 

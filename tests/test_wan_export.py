@@ -18,22 +18,22 @@ import pytest
 torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
 
-from cinetron.client.manifest import ModelManifest  # noqa: E402
-from cinetron.client.pipeline import Pipeline, initial_noise  # noqa: E402
-from cinetron.client.request import GenerationRequest  # noqa: E402
-from cinetron.client.text import PromptTokenizer  # noqa: E402
-from cinetron.client.transports.base import PromptEmbeddings, Transport  # noqa: E402
+from cinetron.contract.manifest import ModelManifest  # noqa: E402
+from cinetron.contract.repository import model_names  # noqa: E402
+from cinetron.core.pipeline import Pipeline, initial_noise  # noqa: E402
+from cinetron.core.request import GenerationRequest  # noqa: E402
+from cinetron.export.component import main as export_main  # noqa: E402
+from cinetron.export.component import ort_session  # noqa: E402
 from cinetron.export.configs import RepositoryOptions, read_config  # noqa: E402
-from cinetron.export.diffusers_common import main as export_main  # noqa: E402
-from cinetron.export.diffusers_common import ort_session  # noqa: E402
-from cinetron.export.spec import model_names  # noqa: E402
-from cinetron.export.wan import (  # noqa: E402
+from cinetron.export.families.wan import (  # noqa: E402
     DEFAULT_NEGATIVE_PROMPT,
     WanExport,
     WanGeometry,
     build_tiny_checkpoint,
     export_wan,
 )
+from cinetron.transports.base import PromptEmbeddings, Transport  # noqa: E402
+from cinetron.triton_backend.text import PromptTokenizer  # noqa: E402
 
 # Frames 5 = 2 latent frames: the VAE decoder's loop unrolls per latent frame, and two
 # frames keep the export well under a minute while still crossing a frame boundary.
@@ -56,7 +56,7 @@ def wan_export(wan_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -
 
 @pytest.fixture(scope="module")
 def wan_server(wan_export: WanExport) -> Iterator[object]:
-    from cinetron.tritonserver import TritonServer
+    from cinetron.tools.tritonserver import TritonServer
 
     with TritonServer(wan_export.out) as server:
         yield server
@@ -207,7 +207,7 @@ def test_tokenizer_and_text_encoder_reproduce_wan_prompt_embeddings(
 def test_served_wan_video_matches_diffusers_wan_pipeline(
     wan_server: object, diffusers_pipe: object, scheduler: str
 ) -> None:
-    from cinetron.client.transports.triton_grpc import TritonGrpcTransport
+    from cinetron.transports.triton_grpc import TritonGrpcTransport
 
     with TritonGrpcTransport(wan_server.grpc_url) as served:  # type: ignore[attr-defined]
         transport = LatentRecorder(served)

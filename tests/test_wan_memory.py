@@ -10,8 +10,8 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
-from cinetron.export.wan import build_tiny_checkpoint, read_configs  # noqa: E402
-from cinetron.export.wan_memory import (  # noqa: E402
+from cinetron.export.families.wan import build_tiny_checkpoint, read_configs  # noqa: E402
+from cinetron.export.families.wan_memory import (  # noqa: E402
     WAN21_T2V_1_3B,
     estimate,
     parameter_counts,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cinetron.client.judge import judge
 from cinetron.models import captions, world
+from cinetron.tools.judge import judge
 
 
 def test_judge_reads_back_every_rendered_attribute_combination() -> None:
@@ -71,7 +71,7 @@ def test_shape_mask_area_matches_geometry(name: str) -> None:
 
 
 def test_eval_seeds_repeat_every_prompt_with_distinct_seeds() -> None:
-    from cinetron.client.evaluate import prompt_set, with_seeds
+    from cinetron.tools.evaluate import prompt_set, with_seeds
 
     prompts = prompt_set("held-out", limit=5)
     repeated = with_seeds(prompts, 3)
@@ -81,7 +81,7 @@ def test_eval_seeds_repeat_every_prompt_with_distinct_seeds() -> None:
 
 
 def test_eval_interval_brackets_the_accuracy_and_narrows_with_more_videos() -> None:
-    from cinetron.client.evaluate import Score
+    from cinetron.tools.evaluate import Score
 
     def score(hits: int, n: int) -> Score:
         s = Score()

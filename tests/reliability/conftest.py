@@ -4,7 +4,7 @@ Every test records what it tried through the ``ledger`` fixture (a corpus case, 
 run, a fault, an overload burst, a security check) and what it counted (requests
 accepted, requests lost, …). The rows are printed at the end of the session and, when
 ``CINETRON_RELIABILITY_RESULTS`` names a file, written there as JSON for
-``python -m cinetron.bench.reliability_report`` (``make reliability``).
+``python -m bench.reliability_report`` (``make reliability``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from rel_support import ApiProcess, process_state, remove_orphaned_shm, shm_regions
 
-from cinetron.tritonserver import TritonServer
+from cinetron.tools.tritonserver import TritonServer
 
 RESULTS_ENV = "CINETRON_RELIABILITY_RESULTS"
 _ROWS: list[dict[str, Any]] = []

@@ -21,8 +21,8 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from cinetron.server.stubs import SERVICE_NAME, pb, pb_grpc
-from cinetron.tritonserver import SHM_DIR, SHM_REGION_PREFIX
+from cinetron.api_client import SERVICE_NAME, pb, pb_grpc
+from cinetron.tools.tritonserver import SHM_DIR, SHM_REGION_PREFIX
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 MAX_RECEIVE = 64 << 20

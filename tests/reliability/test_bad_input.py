@@ -25,8 +25,8 @@ import tritonclient.grpc as grpcclient
 from rel_support import SERVING, ApiProcess, good_request_succeeds, rpc_outcome
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
-from cinetron.client.manifest import ModelManifest
-from cinetron.server.stubs import SERVICE_NAME, pb
+from cinetron.api_client import SERVICE_NAME, pb
+from cinetron.contract.manifest import ModelManifest
 
 C = grpc.StatusCode
 MAX_SEED = 2**63 - 1

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from cinetron.tritonserver import TritonServer
+from cinetron.tools.tritonserver import TritonServer
 
 # (case, argv after the program name with {url} and {out} filled in, exit code, fragment)
 CASES: list[tuple[str, list[str], int, str]] = [
@@ -55,7 +55,7 @@ def run_cli(
         )  # fmt: skip
         assert "Traceback" not in done.stdout
         return done.returncode, done.stderr
-    from cinetron.client.cli import main
+    from cinetron.tools.generate import main
 
     capsys.readouterr()
     try:

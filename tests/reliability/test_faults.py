@@ -22,9 +22,9 @@ import grpc
 import pytest
 from rel_support import SERVING, ApiProcess, good_request_succeeds, process_state, rpc_outcome
 
-from cinetron.client.video import decode_mp4
-from cinetron.server.stubs import pb
-from cinetron.tritonserver import SHM_DIR, TritonServer, _stubs_of
+from cinetron.api_client import pb
+from cinetron.core.video import decode_mp4
+from cinetron.tools.tritonserver import SHM_DIR, TritonServer, _stubs_of
 
 C = grpc.StatusCode
 S = pb.JobState
@@ -199,7 +199,7 @@ def test_api_killed_mid_job_loses_no_job(triton_server: TritonServer, spawn_api,
 
 CLIENT = """
 import sys, grpc
-from cinetron.server.stubs import pb, pb_grpc
+from cinetron.api_client import pb, pb_grpc
 stub = pb_grpc.VideoServiceStub(grpc.insecure_channel(sys.argv[1]))
 for event in stub.Generate(pb.GenerateRequest(prompt="a white square", steps=200)):
     if event.WhichOneof("event") == "progress":

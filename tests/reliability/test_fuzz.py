@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rel_support import SERVING, ApiProcess, rpc_outcome
 
-from cinetron.client.schedulers import SCHEDULERS
-from cinetron.server.stubs import pb
+from cinetron.api_client import pb
+from cinetron.core.schedulers import SCHEDULERS
 
 EXAMPLES = 60
 ALLOWED = {

@@ -17,8 +17,8 @@ import grpc
 import pytest
 from rel_support import ApiProcess, good_request_succeeds, rss_bytes
 
-from cinetron.server.stubs import pb
-from cinetron.tritonserver import TritonServer
+from cinetron.api_client import pb
+from cinetron.tools.tritonserver import TritonServer
 
 C = grpc.StatusCode
 CONCURRENCY, QUEUE = 1, 2

@@ -22,9 +22,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from rel_support import SERVING, ApiProcess
 
-from cinetron.bench.reliability_report import run_pip_audit
-from cinetron.server.stubs import SERVICE_NAME, pb
-from cinetron.tritonserver import TritonServer
+from bench.reliability_report import run_pip_audit
+from cinetron.api_client import SERVICE_NAME, pb
+from cinetron.tools.tritonserver import TritonServer
 
 C = grpc.StatusCode
 ROOT = Path(__file__).resolve().parents[2]

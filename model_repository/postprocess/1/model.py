@@ -7,8 +7,8 @@ transport produces identical frames from identical latents.
 
 from typing import Any
 
-from cinetron.client.transports.base import to_uint8_frames
-from cinetron.export.python_backend import io_dims, model_config, run_batched
+from cinetron.transports.base import to_uint8_frames
+from cinetron.triton_backend.batching import io_dims, model_config, run_batched
 
 
 class TritonPythonModel:

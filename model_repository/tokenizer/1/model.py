@@ -2,7 +2,7 @@
 
 ``PROMPT`` ``[B, 1]`` UTF-8 bytes → ``input_ids``, ``attention_mask`` ``[B, L]`` int64
 and ``token_count`` ``[B, 1]`` (tokens before truncation, so callers can warn).
-Uses ``cinetron.client.text.PromptTokenizer`` on ``1/tokenizer/tokenizer.json``: the
+Uses ``cinetron.triton_backend.text.PromptTokenizer`` on ``1/tokenizer/tokenizer.json``: the
 same code the local transports and training use.
 """
 
@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from cinetron.client.text import PromptTokenizer
-from cinetron.export.python_backend import (
+from cinetron.triton_backend.text import PromptTokenizer
+from cinetron.triton_backend.batching import (
     Array,
     RequestError,
     io_dims,

@@ -1,10 +1,10 @@
 """Triton Python model `vae_decoder` (cpu flavour): runs `model.onnx` with onnxruntime.
 
 Every request the dynamic batcher collected goes into one onnxruntime call; see
-`cinetron.export.python_backend.OnnxRuntimeModel`. Inputs/outputs: `config.pbtxt`.
+`cinetron.triton_backend.batching.OnnxRuntimeModel`. Inputs/outputs: `config.pbtxt`.
 """
 
-from cinetron.export.python_backend import OnnxRuntimeModel
+from cinetron.triton_backend.batching import OnnxRuntimeModel
 
 
 class TritonPythonModel(OnnxRuntimeModel):

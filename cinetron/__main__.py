@@ -1,5 +1,0 @@
-import sys
-
-from cinetron.cli import main
-
-sys.exit(main())

@@ -1,0 +1,5 @@
+import sys
+
+from cinetron.tools.cli import main
+
+sys.exit(main())

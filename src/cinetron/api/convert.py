@@ -1,0 +1,205 @@
+"""Between ``cinetron.v1`` messages and the client's types; validation of API-only fields."""
+
+from __future__ import annotations
+
+import secrets
+
+from cinetron.api.engine import Result
+from cinetron.api_client import pb
+from cinetron.contract.manifest import ModelManifest
+from cinetron.core import buckets
+from cinetron.core.compose import MAX_SHOTS, CompositionRequest, Shot, Transition, plan
+from cinetron.core.conditioning import decode_image
+from cinetron.core.errors import InvalidArgument
+from cinetron.core.pipeline import Progress
+from cinetron.core.request import (
+    MAX_GUIDANCE,
+    MAX_PROMPT_CHARS,
+    MAX_SEED,
+    MAX_SHIFT,
+    MAX_STEPS,
+    MIN_GUIDANCE,
+    MIN_SHIFT,
+    MIN_STEPS,
+    GenerationRequest,
+    resolve,
+)
+from cinetron.core.schedulers import SCHEDULERS
+from cinetron.core.video import decode_mp4
+
+_TRANSITIONS: dict[int, Transition] = {
+    pb.SHOT_TRANSITION_UNSPECIFIED: "cut",
+    pb.SHOT_TRANSITION_CUT: "cut",
+    pb.SHOT_TRANSITION_CONTINUE: "continue",
+}
+
+MAX_IDEMPOTENCY_KEY = 128
+MAX_JOB_PAGE = 500
+DEFAULT_JOB_PAGE = 50
+
+
+def with_seed(msg: pb.GenerateRequest) -> pb.GenerateRequest:
+    """A copy with the seed filled in, so a job resumed after a restart makes the same video."""
+    out = pb.GenerateRequest()
+    out.CopyFrom(msg)
+    if not out.HasField("seed"):
+        out.seed = secrets.randbelow(2**31)
+    return out
+
+
+def to_generation_request(
+    msg: pb.GenerateRequest, request_id: str, manifest: ModelManifest
+) -> GenerationRequest | CompositionRequest:
+    """Validate every field (raises ``InvalidArgument`` naming it) and convert; requests
+    beyond one clip (duration, shots, image, video, size) become ``CompositionRequest``s."""
+    if msg.model and msg.model not in (manifest.family, manifest.version):
+        raise InvalidArgument(
+            "model",
+            f"unknown model {msg.model!r}; this server serves {manifest.family!r} "
+            f"(version {manifest.version}); leave it empty for the served model",
+        )
+    if msg.HasField("seed") and msg.seed < 0:
+        raise InvalidArgument("seed", f"must be between 0 and {MAX_SEED}, got {msg.seed}")
+    request = GenerationRequest(
+        prompt=msg.shots[0].prompt if msg.shots and not msg.prompt else msg.prompt,
+        negative_prompt=msg.negative_prompt if msg.HasField("negative_prompt") else None,
+        seed=msg.seed if msg.HasField("seed") else 0,
+        steps=msg.steps if msg.HasField("steps") else None,
+        guidance=msg.guidance if msg.HasField("guidance") else None,
+        scheduler=msg.scheduler if msg.HasField("scheduler") else None,
+        shift=msg.shift if msg.HasField("shift") else None,
+        request_id=request_id,
+    )
+    resolve(request, manifest)  # fail before admission, not in a worker
+    if beyond_one_clip(msg):
+        return to_composition_request(msg, request, manifest)
+    return request
+
+
+def beyond_one_clip(msg: pb.GenerateRequest) -> bool:
+    """Whether ``msg`` uses any field of the "beyond one clip" group (fields 9-15)."""
+    return bool(
+        msg.HasField("duration_seconds")
+        or msg.shots
+        or msg.image
+        or msg.input_video
+        or msg.HasField("strength")
+        or msg.width
+        or msg.height
+    )
+
+
+def to_composition_request(
+    msg: pb.GenerateRequest, base: GenerationRequest, manifest: ModelManifest
+) -> CompositionRequest:
+    """Decode the image/video bytes and validate the whole composition (before admission)."""
+    video = None
+    if msg.input_video:
+        try:
+            video = decode_mp4(msg.input_video)
+        except Exception as e:  # PyAV raises many kinds for garbage bytes
+            raise InvalidArgument(
+                "input_video", f"is not a readable MP4 ({type(e).__name__}); send H.264 MP4 bytes"
+            ) from None
+    shots = tuple(
+        Shot(s.prompt, s.duration_seconds, _TRANSITIONS.get(s.transition, "cut")) for s in msg.shots
+    )
+    request = CompositionRequest(
+        base=base,
+        duration=msg.duration_seconds if msg.HasField("duration_seconds") else None,
+        shots=shots,
+        image=decode_image(msg.image) if msg.image else None,
+        video=video,
+        strength=msg.strength if msg.HasField("strength") else None,
+        width=msg.width or None,
+        height=msg.height or None,
+    )
+    plan(request, manifest)
+    return request
+
+
+def check_idempotency_key(key: str) -> None:
+    if len(key) > MAX_IDEMPOTENCY_KEY or not all(" " < c <= "~" for c in key):
+        raise InvalidArgument(
+            "idempotency_key",
+            f"must be at most {MAX_IDEMPOTENCY_KEY} printable ASCII characters without spaces, "
+            f"got {len(key)} characters",
+        )
+
+
+def page_size(value: int) -> int:
+    if value == 0:
+        return DEFAULT_JOB_PAGE
+    if not 1 <= value <= MAX_JOB_PAGE:
+        raise InvalidArgument(
+            "page_size",
+            f"must be between 1 and {MAX_JOB_PAGE} (0 means {DEFAULT_JOB_PAGE}), got {value}",
+        )
+    return value
+
+
+def progress_message(p: Progress) -> pb.Progress:
+    return pb.Progress(step=p.step, total=p.total, elapsed_seconds=p.elapsed)
+
+
+def completed_message(result: Result, include_video: bool = True) -> pb.Completed:
+    return pb.Completed(
+        video=result.mp4 if include_video else b"",
+        width=result.width,
+        height=result.height,
+        frames=result.frames,
+        fps=result.fps,
+        seed=result.seed,
+        timings=result.timings,
+        prompt_truncated=result.prompt_truncated,
+        prompt_tokens=result.prompt_tokens,
+        model_version=result.model_version,
+        video_size_bytes=len(result.mp4),
+    )
+
+
+def model_message(m: ModelManifest, supports_image_input: bool = False) -> pb.Model:
+    s = m.scheduler
+    return pb.Model(
+        name=m.family,
+        version=m.version,
+        width=m.width,
+        height=m.height,
+        frames=m.frames,
+        fps=m.fps,
+        max_text_tokens=m.text_length,
+        default_scheduler=s.name,
+        default_steps=s.steps,
+        default_guidance=s.guidance,
+        default_shift=s.shift,
+        default_negative_prompt=m.negative_prompt,
+        sizes=[pb.Size(width=w, height=h) for w, h in buckets.sizes(m)],
+        max_duration_seconds=buckets.MAX_DURATION_S,
+        supports_image_input=supports_image_input,
+    )
+
+
+def limits_message(
+    manifest: ModelManifest | None, max_queue: int, max_concurrency: int, recv: int, send: int
+) -> pb.Limits:
+    return pb.Limits(
+        min_steps=MIN_STEPS,
+        max_steps=MAX_STEPS,
+        min_guidance=MIN_GUIDANCE,
+        max_guidance=MAX_GUIDANCE,
+        min_shift=MIN_SHIFT,
+        max_shift=MAX_SHIFT,
+        max_seed=MAX_SEED,
+        max_prompt_chars=MAX_PROMPT_CHARS,
+        max_text_tokens=manifest.text_length if manifest else 0,
+        max_queue=max_queue,
+        max_concurrency=max_concurrency,
+        max_receive_message_bytes=recv,
+        max_send_message_bytes=send,
+        max_duration_seconds=buckets.MAX_DURATION_S,
+        max_shots=MAX_SHOTS,
+    )
+
+
+def scheduler_names() -> list[str]:
+    return list(SCHEDULERS)

@@ -1,0 +1,193 @@
+"""``cinetron serve-api``: the grpc.aio server, its health, reflection, metrics and shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection
+
+from cinetron.api import backend as backends
+from cinetron.api.auth import BearerAuth, TokenSet
+from cinetron.api.config import ServerConfig, from_args
+from cinetron.api.decoding import RejectMalformed
+from cinetron.api.engine import Engine
+from cinetron.api.jobs import JobManager, JobStore
+from cinetron.api.logs import log, setup_logging
+from cinetron.api.metrics import Metrics
+from cinetron.api.service import VideoService
+from cinetron.api_client import SERVICE_NAME, pb_grpc
+from cinetron.transports.base import Transport
+
+_SERVING = health_pb2.HealthCheckResponse.SERVING
+_NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def _readable(path: Path | None, what: str) -> Path | None:
+    """A settings file that must exist: a clear exit instead of a traceback."""
+    if path is not None and not path.is_file():
+        raise SystemExit(f"the {what} file {path} does not exist or is not a file; fix the path")
+    return path
+
+
+class ApiServer:
+    """One API server. ``start`` binds and returns; the backend becomes ready in the background.
+
+    ``transport``/``probe`` override how the networks are reached (tests, ``--local``);
+    by default they come from the config (Triton gRPC at ``triton_url``).
+    """
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        transport: Callable[[], Transport] | None = None,
+        probe: Callable[[], None] | None = None,
+    ) -> None:
+        self.config = config
+        self._owns_transport = transport is None  # an injected transport is the caller's
+        if transport is None:
+            if config.local:
+                transport = lambda: backends.local_transport(config.local, config.model_repository)  # noqa: E731
+            else:
+                transport = lambda: backends.triton_transport(config.triton_url)  # noqa: E731
+                probe = backends.triton_probe(config.triton_url)
+        self.metrics = Metrics()
+        self.health = health_aio.HealthServicer()
+        self.backend = backends.Backend(
+            transport, probe, config.readiness_interval_s, self._on_ready_change
+        )
+        self.engine = Engine(
+            self.backend.transport, config.max_concurrency, config.max_queue, self.metrics
+        )
+        self.store = JobStore(config.data_dir)
+        self.jobs = JobManager(
+            self.store,
+            self.engine,
+            self.backend.manifest,
+            config.resume_jobs,
+            config.max_job_attempts,
+        )
+        self.port = 0
+        self._server: grpc.aio.Server | None = None
+        self._backend_task: asyncio.Task[None] | None = None
+        self._resumed = False
+
+    async def _on_ready_change(self, ready: bool) -> None:
+        status = _SERVING if ready else _NOT_SERVING
+        for service in ("", SERVICE_NAME):
+            await self.health.set(service, status)
+        if ready and not self._resumed and self.config.resume_jobs:
+            self._resumed = True
+            self.jobs.resume_unfinished()
+
+    def _count_rejected(self, method: str) -> None:
+        self.metrics.requests.labels(method.rsplit("/", 1)[-1], "UNAUTHENTICATED").inc()
+
+    async def start(self) -> int:
+        c = self.config
+        if not c.resume_jobs:
+            self.jobs.fail_unfinished()
+        for service in ("", SERVICE_NAME):
+            await self.health.set(service, _NOT_SERVING)
+        interceptors: list[grpc.aio.ServerInterceptor] = []
+        if c.auth_enabled:
+            tokens = TokenSet(_readable(c.auth_tokens_file, "auth tokens"), c.auth_tokens)
+            interceptors.append(BearerAuth(tokens, on_reject=self._count_rejected))
+        # Inside auth: an unauthenticated caller hears UNAUTHENTICATED whatever it sent.
+        interceptors.append(RejectMalformed((f"/{SERVICE_NAME}/",)))
+        server = grpc.aio.server(
+            interceptors=interceptors,
+            options=[
+                ("grpc.max_receive_message_length", c.max_receive_bytes),
+                ("grpc.max_send_message_length", c.max_send_bytes),
+                ("grpc.so_reuseport", 0),  # a second server on the same port fails loudly
+            ],
+        )
+        service = VideoService(c, self.engine, self.jobs, self.backend, self.metrics)
+        pb_grpc.add_VideoServiceServicer_to_server(service, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            (
+                SERVICE_NAME,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
+            server,
+        )
+        if c.tls_cert is not None and c.tls_key is not None:
+            key = _readable(c.tls_key, "TLS key").read_bytes()  # type: ignore[union-attr]
+            cert = _readable(c.tls_cert, "TLS certificate").read_bytes()  # type: ignore[union-attr]
+            creds = grpc.ssl_server_credentials([(key, cert)])
+            self.port = server.add_secure_port(c.address, creds)
+        else:
+            self.port = server.add_insecure_port(c.address)
+        if self.port == 0:
+            raise SystemExit(f"cannot listen on {c.address}: address in use or invalid")
+        await server.start()
+        self._server = server
+        if c.metrics_port:
+            self.metrics.serve(c.metrics_port, c.host)
+        log(
+            "api_listening",
+            address=c.address,
+            port=self.port,
+            tls=c.tls_cert is not None,
+            auth=c.auth_enabled,
+            data_dir=c.data_dir,
+            backend=c.local or f"triton:{c.triton_url}",
+            metrics_port=c.metrics_port or None,
+        )
+        self._backend_task = asyncio.get_running_loop().create_task(self.backend.run())
+        return self.port
+
+    async def wait(self) -> None:
+        assert self._server is not None
+        await self._server.wait_for_termination()
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop taking calls, let running ones finish for ``grace`` seconds, then stop the
+        rest. Interrupted jobs stay unfinished in the store and resume on the next start."""
+        for service in ("", SERVICE_NAME):
+            await self.health.set(service, _NOT_SERVING)
+        if self._server is not None:
+            await self._server.stop(self.config.shutdown_grace_s if grace is None else grace)
+        self.engine.close()
+        await asyncio.sleep(0)  # let job drivers record the interruption
+        if self._backend_task is not None:
+            self._backend_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._backend_task
+        if self._owns_transport:
+            self.backend.close()
+        self.store.close()
+        log("api_stopped")
+
+
+async def serve(config: ServerConfig) -> None:
+    server = ApiServer(config)
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log("api_stopping")
+    await server.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = from_args(argv)
+    setup_logging(config.log_level)
+    asyncio.run(serve(config))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,239 @@
+"""``cinetron.v1.VideoService``: RPC handlers over the engine, the jobs and the backend.
+
+Every handler runs inside ``_rpc``/``_stream``: they assign the request id (the
+caller's ``x-request-id`` or a fresh one), echo it in the initial metadata, count the
+RPC by status code, log one line per call and turn exceptions into status codes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any, TypeVar
+
+import grpc
+
+from cinetron.api import convert
+from cinetron.api.backend import Backend
+from cinetron.api.config import ServerConfig
+from cinetron.api.engine import Engine, Finished, Queued, Ticket
+from cinetron.api.errors import to_api_error
+from cinetron.api.jobs import JobManager
+from cinetron.api.logs import log
+from cinetron.api.metrics import Metrics
+from cinetron.api_client import SERVICE_NAME, pb, pb_grpc
+from cinetron.contract.manifest import ModelManifest
+from cinetron.core.conditioning import supports_image_input
+from cinetron.core.pipeline import Progress
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+_MAX_REQUEST_ID = 128
+
+
+def request_id_of(context: grpc.aio.ServicerContext) -> str:
+    for key, value in context.invocation_metadata() or ():
+        if key == "x-request-id":
+            text = value.decode() if isinstance(value, bytes) else value
+            if 0 < len(text) <= _MAX_REQUEST_ID and all(" " < c <= "~" for c in text):
+                return text
+    return uuid.uuid4().hex[:16]
+
+
+def _server_version() -> str:
+    try:
+        return version("cinetron")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+class _Call:
+    """Bookkeeping of one RPC: id, status code, timing, metrics and the log line."""
+
+    def __init__(self, service: VideoService, rpc: str, context: grpc.aio.ServicerContext):
+        self.service, self.rpc, self.context = service, rpc, context
+        self.request_id = request_id_of(context)
+        self.code = grpc.StatusCode.OK
+        self.started = time.perf_counter()
+
+    async def begin(self) -> None:
+        await self.context.send_initial_metadata((("x-request-id", self.request_id),))
+
+    async def fail(self, exc: BaseException) -> None:
+        err = to_api_error(exc, self.request_id)
+        self.code = err.code
+        if err.code == grpc.StatusCode.INTERNAL:
+            log(
+                "rpc_error",
+                logging.ERROR,
+                rpc=self.rpc,
+                request_id=self.request_id,
+                error=repr(exc),
+            )
+            logging.getLogger("cinetron.api").error("traceback", exc_info=exc)
+        if err.trailers:
+            self.context.set_trailing_metadata(err.trailers)
+        await self.context.abort(err.code, err.message)
+
+    def cancelled(self) -> None:
+        remaining = self.context.time_remaining()
+        expired = remaining is not None and remaining <= 0
+        self.code = grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
+
+    def end(self) -> None:
+        self.service.metrics.requests.labels(self.rpc, self.code.name).inc()
+        log(
+            "rpc",
+            rpc=self.rpc,
+            request_id=self.request_id,
+            code=self.code.name,
+            duration_s=time.perf_counter() - self.started,
+        )
+
+
+def _rpc(
+    fn: Callable[[Any, Req, _Call], Awaitable[Resp]],
+) -> Callable[[Any, Req, grpc.aio.ServicerContext], Awaitable[Resp]]:
+    @functools.wraps(fn)
+    async def handler(self: VideoService, request: Req, context: grpc.aio.ServicerContext) -> Resp:
+        call = _Call(self, fn.__name__, context)
+        try:
+            await call.begin()
+            return await fn(self, request, call)
+        except asyncio.CancelledError:
+            call.cancelled()
+            raise
+        except Exception as e:
+            await call.fail(e)
+            raise  # unreachable: abort raises
+        finally:
+            call.end()
+
+    return handler
+
+
+def _stream(
+    fn: Callable[[Any, Req, _Call], AsyncIterator[Resp]],
+) -> Callable[[Any, Req, grpc.aio.ServicerContext], AsyncIterator[Resp]]:
+    @functools.wraps(fn)
+    async def handler(
+        self: VideoService, request: Req, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[Resp]:
+        call = _Call(self, fn.__name__, context)
+        try:
+            await call.begin()
+            async for item in fn(self, request, call):
+                yield item
+        except asyncio.CancelledError:
+            call.cancelled()
+            raise
+        except Exception as e:
+            await call.fail(e)
+        finally:
+            call.end()
+
+    return handler
+
+
+class VideoService(pb_grpc.VideoServiceServicer):
+    def __init__(
+        self,
+        config: ServerConfig,
+        engine: Engine,
+        jobs: JobManager,
+        backend: Backend,
+        metrics: Metrics,
+    ) -> None:
+        self.config = config
+        self.engine = engine
+        self.jobs = jobs
+        self.backend = backend
+        self.metrics = metrics
+
+    @_stream
+    async def Generate(
+        self, request: pb.GenerateRequest, call: _Call
+    ) -> AsyncIterator[pb.GenerateEvent]:
+        manifest = self.backend.manifest()
+        generation = convert.to_generation_request(
+            convert.with_seed(request), call.request_id, manifest
+        )
+        remaining = call.context.time_remaining()
+        deadline = None if remaining is None else time.monotonic() + remaining
+        ticket = Ticket(generation, call.request_id, deadline)
+        subscription = ticket.subscribe()  # before admission, so Queued is never missed
+        self.engine.admit(ticket)
+        log("generation_admitted", request_id=call.request_id, queued=self.engine.queued)
+        try:
+            async for event in ticket.events(subscription):
+                if isinstance(event, Queued):
+                    yield pb.GenerateEvent(
+                        queued=pb.Queued(position=event.position, request_id=call.request_id)
+                    )
+                elif isinstance(event, Progress):
+                    yield pb.GenerateEvent(progress=convert.progress_message(event))
+                elif isinstance(event, Finished):
+                    if event.error is not None:
+                        raise event.error
+                    assert event.result is not None
+                    yield pb.GenerateEvent(completed=convert.completed_message(event.result))
+        finally:
+            if ticket.finished is None:  # caller left, deadline passed or the stream failed
+                self.engine.cancel(ticket)
+
+    @_rpc
+    async def SubmitJob(self, request: pb.SubmitJobRequest, call: _Call) -> pb.SubmitJobResponse:
+        job, replayed = self.jobs.submit(request.request, request.idempotency_key, call.request_id)
+        return pb.SubmitJobResponse(job=job, replayed=replayed)
+
+    @_rpc
+    async def GetJob(self, request: pb.GetJobRequest, call: _Call) -> pb.GetJobResponse:
+        return pb.GetJobResponse(job=self.jobs.get(request.job_id, request.include_video))
+
+    @_stream
+    async def WatchJob(
+        self, request: pb.WatchJobRequest, call: _Call
+    ) -> AsyncIterator[pb.GenerateEvent]:
+        async for event in self.jobs.watch(request.job_id):
+            yield event
+
+    @_rpc
+    async def CancelJob(self, request: pb.CancelJobRequest, call: _Call) -> pb.CancelJobResponse:
+        return pb.CancelJobResponse(job=self.jobs.cancel(request.job_id))
+
+    @_rpc
+    async def ListJobs(self, request: pb.ListJobsRequest, call: _Call) -> pb.ListJobsResponse:
+        jobs, token = self.jobs.list(request.page_size, request.page_token, request.state)
+        return pb.ListJobsResponse(jobs=jobs, next_page_token=token)
+
+    @_rpc
+    async def ListModels(self, request: pb.ListModelsRequest, call: _Call) -> pb.ListModelsResponse:
+        return pb.ListModelsResponse(models=[await self._model_message(self.backend.manifest())])
+
+    async def _model_message(self, manifest: ModelManifest) -> pb.Model:
+        """``manifest``'s Model, with whether image/video input is served (asks Triton)."""
+        image = self.backend.ready and await asyncio.to_thread(
+            supports_image_input, self.backend.transport()
+        )
+        return convert.model_message(manifest, supports_image_input=image)
+
+    @_rpc
+    async def GetInfo(self, request: pb.GetInfoRequest, call: _Call) -> pb.GetInfoResponse:
+        manifest = self.backend.manifest_or_none()
+        c = self.config
+        return pb.GetInfoResponse(
+            server_version=_server_version(),
+            api_version=SERVICE_NAME.rsplit(".", 1)[0],
+            limits=convert.limits_message(
+                manifest, c.max_queue, c.max_concurrency, c.max_receive_bytes, c.max_send_bytes
+            ),
+            schedulers=convert.scheduler_names(),
+            models=[await self._model_message(manifest)] if manifest else [],
+            load=pb.Load(queued=self.engine.queued, running=self.engine.running),
+            ready=self.backend.ready,
+        )

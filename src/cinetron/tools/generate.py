@@ -1,0 +1,176 @@
+"""``cinetron generate "prompt" [options]``: one video from a prompt, over Triton or in-process.
+
+Exit codes: 0 done, 2 bad input, 3 Triton/model unavailable, 4 the model failed,
+130 interrupted. Errors are one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from cinetron.core.errors import Cancelled, InvalidArgument, ModelError, Unavailable
+from cinetron.core.schedulers import SCHEDULERS
+from cinetron.tools import generate_beyond as beyond_cli
+from cinetron.transports import Transport, open_transport
+
+EXIT_BAD_INPUT, EXIT_UNAVAILABLE, EXIT_MODEL_ERROR, EXIT_INTERRUPTED = 2, 3, 4, 130
+PROG = "cinetron generate"
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description="Generate a short video from a text prompt and write it as H.264 MP4.",
+    )
+    p.add_argument("prompt", help='what the video shows, e.g. "a red circle moving left"')
+    p.add_argument("--negative-prompt", default=None, help="what to steer away from")
+    p.add_argument("--seed", type=int, default=0, help="same seed + options → same video")
+    p.add_argument("--steps", type=int, default=None, help="denoising steps (model default)")
+    p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale")
+    p.add_argument("--scheduler", choices=list(SCHEDULERS), default=None, help="sampler")
+    p.add_argument("--shift", type=float, default=None, help="timestep shift (>1: more noise)")
+    p.add_argument("--out", type=Path, default=Path("outputs/video.mp4"), help="MP4 path")
+    p.add_argument("--gif", type=Path, default=None, help="also write an animated GIF here")
+    p.add_argument("--frames-dir", type=Path, default=None, help="also write PNG frames here")
+    where = p.add_argument_group("where the models run")
+    where.add_argument(
+        "--url",
+        default=os.environ.get("CINETRON_TRITON_URL", "127.0.0.1:8001"),
+        help="Triton gRPC host:port (default: $CINETRON_TRITON_URL or %(default)s)",
+    )
+    where.add_argument(
+        "--shm", action="store_true", help="pass latents through system shared memory (same host)"
+    )
+    where.add_argument(
+        "--local",
+        choices=["onnx", "torch"],
+        default=None,
+        help="run in-process instead of over Triton: the exported ONNX files or torch weights",
+    )
+    where.add_argument(
+        "--repo",
+        type=Path,
+        default=Path("model_repository"),
+        help="model repository for --local onnx (default: %(default)s)",
+    )
+    where.add_argument("--threads", type=int, default=1, help="threads for --local (default 1)")
+    p.add_argument(
+        "--judge",
+        action="store_true",
+        help="shapes model: print what the procedural judge sees in the video",
+    )
+    p.add_argument("--request-id", default="", help="sent to Triton as the request id")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    beyond_cli.add_arguments(p)
+    return p
+
+
+def connect(args: argparse.Namespace) -> Transport:
+    if args.local is not None:
+        if args.shm:
+            raise InvalidArgument("--shm", "applies to Triton only; drop it or drop --local")
+        return open_transport(args.local, repo=args.repo, threads=args.threads)
+    return open_transport("triton-shm" if args.shm else "triton", url=args.url)
+
+
+def generate(args: argparse.Namespace) -> Path:
+    from tqdm import tqdm
+
+    from cinetron.core.pipeline import Pipeline, Progress
+    from cinetron.core.request import GenerationRequest, resolve
+    from cinetron.core.video import write_frames, write_gif, write_mp4
+
+    request = GenerationRequest(
+        prompt=args.prompt,
+        negative_prompt=args.negative_prompt,
+        seed=args.seed,
+        steps=args.steps,
+        guidance=args.guidance,
+        scheduler=args.scheduler,
+        shift=args.shift,
+        request_id=args.request_id,
+    )
+    if beyond_cli.requested(args):  # long video, storyboard, image/video input, size
+        return beyond_cli.generate(args, request, connect)
+    started = time.perf_counter()
+    with connect(args) as transport:
+        pipeline = Pipeline(transport)
+        steps = resolve(request, transport.manifest).steps  # bad input fails before the bar
+        bar = tqdm(total=steps, unit="step", desc="denoising", disable=args.quiet, file=sys.stderr)
+
+        def on_progress(p: Progress) -> None:
+            bar.update(p.step - bar.n)
+
+        try:
+            video = pipeline.generate(request, on_progress=on_progress)
+        finally:
+            bar.close()
+    if video.prompt_truncated:
+        print(
+            f"{PROG}: warning: the prompt has {video.prompt_tokens} tokens and the model reads "
+            f"only the first {pipeline.manifest.text_length}; the rest was ignored",
+            file=sys.stderr,
+        )
+    out = write_mp4(args.out, video.frames, video.fps)
+    extras = []
+    if args.gif is not None:
+        extras.append(str(write_gif(args.gif, video.frames, video.fps)))
+    if args.frames_dir is not None:
+        write_frames(args.frames_dir, video.frames)
+        extras.append(f"{args.frames_dir}/frame_*.png")
+    if args.judge:
+        print(describe(video.frames, pipeline.manifest.family))
+    f, h, w, _ = video.frames.shape
+    r = video.request
+    print(
+        f"wrote {out} ({f} frames, {w}x{h}, {video.fps} fps; seed={r.seed} steps={r.steps} "
+        f"guidance={r.guidance:g} scheduler={r.scheduler}) in {time.perf_counter() - started:.1f} s"
+        + "".join(f"\nwrote {e}" for e in extras)
+    )
+    return out
+
+
+def describe(frames: npt.NDArray[np.uint8], family: str) -> str:
+    """One line of what the shapes world's judge reads back from the frames."""
+    if family != "shapes":
+        return f"judge: only the built-in shapes model can be judged (this is {family!r})"
+    from cinetron.tools.judge import judge
+
+    v = judge(frames)
+    return f"judge: background={v.background} color={v.color} shape={v.shape} motion={v.motion}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)  # exits 2 with a usage line on malformed options
+    try:
+        generate(args)
+    except InvalidArgument as e:
+        print(f"{PROG}: invalid {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except Unavailable as e:
+        print(f"{PROG}: unavailable: {e}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    except FileNotFoundError as e:  # --local torch without trained weights
+        print(f"{PROG}: unavailable: {e}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    except ModelError as e:
+        print(f"{PROG}: model error: {e}", file=sys.stderr)
+        return EXIT_MODEL_ERROR
+    except (KeyboardInterrupt, Cancelled):
+        print(f"{PROG}: interrupted; no video written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except OSError as e:  # the output path is not writable, the disk is full, …
+        print(f"{PROG}: cannot write the video: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
