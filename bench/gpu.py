@@ -12,8 +12,9 @@ and under bf16 autocast:
 2. Videos per minute end to end (prompt lookup, every CFG step, VAE decode, uint8 frames
    back on the host) at concurrency 1 and ``c``: ``c`` caller threads each running
    ``Pipeline.generate`` (every CFG step its own call of batch 2, as with no batcher)
-   against the same ``c`` generations in lockstep, one denoiser call of batch ``2c`` per
-   step (what Triton's dynamic batcher forms from ``c`` callers at work).
+   against the same ``c`` generations in lockstep (``Pipeline.generate_lockstep``: the same
+   sampling loop on a batch), one denoiser call of batch ``2c`` per step (what Triton's
+   dynamic batcher forms from ``c`` callers at work).
 
 Not measured: the text encoder (prompt embeddings are encoded beforehand by the real
 MiniLM and looked up; ``--write-embeddings`` writes them on a machine that has it, for one
@@ -40,10 +41,9 @@ import torch
 
 from bench.output import emit
 from cinetron.contract.manifest import ModelManifest
-from cinetron.core.pipeline import Pipeline, PromptCache, guided_velocity, initial_noise
-from cinetron.core.request import GenerationRequest, resolve
-from cinetron.core.schedulers import make_scheduler
-from cinetron.transports.base import PromptEmbeddings, Transport
+from cinetron.core.pipeline import Pipeline
+from cinetron.core.request import GenerationRequest
+from cinetron.core.transport import PromptEmbeddings, Transport
 from cinetron.transports.torch_local import DTYPES, TorchNetworks
 
 RESULTS = Path(__file__).resolve().parent / "results" / "gpu.json"
@@ -133,51 +133,6 @@ class DeviceTorchTransport(TorchNetworks):
 
     def encode_prompt(self, prompts: list[str], request_id: str = "") -> PromptEmbeddings:
         return self.table.lookup(prompts)
-
-
-def _stack(rows: list[PromptEmbeddings]) -> PromptEmbeddings:
-    return PromptEmbeddings(
-        np.concatenate([r.embeds for r in rows]),
-        np.concatenate([r.mask for r in rows]),
-        np.concatenate([r.token_counts for r in rows]),
-    )
-
-
-def generate_batched(
-    transport: Transport, requests: Sequence[GenerationRequest], cache: PromptCache
-) -> list[npt.NDArray[np.uint8]]:
-    """``len(requests)`` generations in lockstep: each CFG step is ONE denoiser call of
-    ``2 × len(requests)`` samples, as Triton's dynamic batcher forms from that many callers.
-    Frames ``[F, H, W, 3]`` per request, the videos ``Pipeline.generate`` makes one by one."""
-    params = [resolve(r, transport.manifest) for r in requests]
-    first = params[0]
-    settings = {(p.steps, p.scheduler, p.shift, p.guidance) for p in params}
-    if len(settings) != 1:
-        raise ValueError(
-            "lockstep batching needs one (steps, scheduler, shift, guidance) for every "
-            f"request, got {sorted(settings)}; group the requests by these settings"
-        )
-    scheduler = make_scheduler(first.scheduler, first.shift)
-    if scheduler.stochastic:
-        raise ValueError(
-            f"scheduler {first.scheduler!r} draws fresh noise per generation, so a batch of "
-            "generations is not the same videos; use a deterministic scheduler (e.g. euler)"
-        )
-    cond = _stack(cache.encode(transport, [p.prompt for p in params]))
-    uncond = None
-    if first.guidance != 1.0:
-        uncond = _stack(cache.encode(transport, [p.negative_prompt for p in params]))
-    scheduler.set_timesteps(first.steps, seed=first.seed)
-    x = np.concatenate(
-        [initial_noise(p.seed, (1, *transport.manifest.latent_shape)) for p in params]
-    )
-
-    def velocity(sample: npt.NDArray[np.float32], timestep: float) -> npt.NDArray[np.float32]:
-        return guided_velocity(transport, sample, timestep, cond, uncond, first.guidance)
-
-    for i in range(first.steps):
-        x = scheduler.step(velocity, i, x)
-    return [transport.decode_video(x[i : i + 1])[0] for i in range(len(params))]
 
 
 def _sync(device: torch.device) -> None:
@@ -292,7 +247,7 @@ def run_point(
         for i in range(0, len(jobs), concurrency):
             t0 = time.perf_counter()
             group = jobs[i : i + concurrency]
-            generate_batched(transport, group, pipeline.prompt_cache)
+            pipeline.generate_lockstep(group)
             latencies += [time.perf_counter() - t0] * len(group)
     else:
         raise ValueError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
@@ -343,7 +298,7 @@ def batching_check(transport: DeviceTorchTransport, c: int, steps: int | None) -
     ]
     pipeline = Pipeline(transport)
     one = [pipeline.generate(r).frames for r in jobs]
-    batched = generate_batched(transport, jobs, pipeline.prompt_cache)
+    batched = [v.frames for v in pipeline.generate_lockstep(jobs)]
     diffs = [
         np.abs(a.astype(np.int16) - b.astype(np.int16)) for a, b in zip(one, batched, strict=True)
     ]

@@ -119,12 +119,14 @@ def repository_variant(repo: Path, out: Path, knobs: DenoiserKnobs) -> Path:
 
 
 FLOOR_MODEL = "denoiser_floor"
+FLOOR_MODEL_PY = Path(__file__).with_name("floor_model.py")
 
 
 def add_floor_model(repo: Path) -> None:
     """Add ``denoiser_floor`` (``bench/floor_model.py``) to ``repo``: the denoiser's config
     under another name, one instance, no onnxruntime. See that file for what it measures."""
     from cinetron.export.configs import mc, read_config, write_config
+    from cinetron.export.repository import copy_backend
 
     config = read_config(repo / "denoiser" / "config.pbtxt")
     config.name = FLOOR_MODEL
@@ -137,7 +139,8 @@ def add_floor_model(repo: Path) -> None:
     config.instance_group.add(count=1, kind=mc.ModelInstanceGroup.KIND_CPU)
     model_dir = repo / FLOOR_MODEL
     (model_dir / "1").mkdir(parents=True, exist_ok=True)
-    shutil.copy2(Path(__file__).with_name("floor_model.py"), model_dir / "1" / "model.py")
+    shutil.copy2(FLOOR_MODEL_PY, model_dir / "1" / "model.py")
+    copy_backend(model_dir / "1")
     write_config(model_dir, config)
 
 

@@ -18,7 +18,7 @@ from cinetron.tools.tritonserver import TritonServer
 def exported_repository(tmp_path_factory: pytest.TempPathFactory):  # -> ExportReport
     """The cpu-flavour repository exported from the default weights, with its parity report."""
     from cinetron.export.configs import RepositoryOptions
-    from cinetron.export.repository import write_repository
+    from cinetron.export.families.shapes import write_repository
     from cinetron.models.loading import DEFAULT_WEIGHTS
 
     if not (DEFAULT_WEIGHTS / "model.json").exists():

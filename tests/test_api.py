@@ -23,8 +23,8 @@ from cinetron.api.backend import triton_probe, triton_transport
 from cinetron.api.config import ServerConfig
 from cinetron.api.main import ApiServer
 from cinetron.api_client import SERVICE_NAME, pb, pb_grpc
+from cinetron.core.transport import Transport
 from cinetron.core.video import decode_mp4
-from cinetron.transports.base import Transport
 
 LONG_STEPS = 200  # far longer than any cancel/deadline below: seconds on CPU
 

@@ -15,12 +15,17 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from tritonclient.grpc import model_config_pb2 as mc
 
-from bench import floor_model
 from bench.flops import conv_flops, count_flops, gemm_flops, matmul_flops
 from bench.loadtest import check_loopback, phase_summary
 from bench.metrics import BatchStats, Snapshot, model_counters
 from bench.profile import available, py_spy, summarise
-from bench.servers import FLOOR_MODEL, DenoiserKnobs, add_floor_model, repository_variant
+from bench.servers import (
+    FLOOR_MODEL,
+    FLOOR_MODEL_PY,
+    DenoiserKnobs,
+    add_floor_model,
+    repository_variant,
+)
 from bench.throughput import percentiles, workload_prompts
 from cinetron.contract.manifest import ModelManifest
 from cinetron.contract.repository import repository_spec
@@ -201,7 +206,8 @@ def test_the_floor_model_is_the_denoisers_config_as_a_python_model(
     assert floor.input == denoiser.input and floor.output == denoiser.output
     assert floor.dynamic_batching == denoiser.dynamic_batching
     model_py = (repo / FLOOR_MODEL / "1" / "model.py").read_text()
-    assert model_py == Path(floor_model.__file__).read_text()
+    assert model_py == FLOOR_MODEL_PY.read_text()
+    assert (repo / FLOOR_MODEL / "1" / "cinetron_backend" / "batching.py").exists()
 
 
 def test_repository_variant_can_turn_step_batching_off(tmp_path: Path) -> None:

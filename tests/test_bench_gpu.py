@@ -16,10 +16,9 @@ from bench import report as bench_report
 from bench.gpu import (
     DeviceTorchTransport,
     PromptTable,
-    generate_batched,
     main,
 )
-from cinetron.core.pipeline import Pipeline, PromptCache
+from cinetron.core.pipeline import Pipeline
 from cinetron.core.request import GenerationRequest
 from cinetron.models.loading import DEFAULT_WEIGHTS, load_dit, shapes_manifest
 
@@ -117,7 +116,7 @@ def test_lockstep_batching_makes_pipeline_videos_with_one_call_per_step(
         return denoise(latents, *args, **kwargs)
 
     transport.denoise = counting  # type: ignore[method-assign]
-    batched = generate_batched(transport, requests, PromptCache())
+    batched = [v.frames for v in Pipeline(transport).generate_lockstep(requests)]
 
     assert sizes == [2 * len(requests)] * 3  # CFG pairs of every request, one call per step
     for a, b in zip(one_by_one, batched, strict=True):
@@ -129,10 +128,10 @@ def test_lockstep_batching_refuses_requests_it_cannot_share_a_call(table: Prompt
     transport = DeviceTorchTransport(DEFAULT_WEIGHTS, "cpu", "fp32", table)
     mixed = [GenerationRequest(PROMPTS[0], steps=2), GenerationRequest(PROMPTS[1], steps=3)]
     with pytest.raises(ValueError, match="lockstep batching needs one"):
-        generate_batched(transport, mixed, PromptCache())
+        Pipeline(transport).generate_lockstep(mixed)
     noisy = [GenerationRequest(p, steps=2, scheduler="euler_ancestral") for p in PROMPTS[:2]]
     with pytest.raises(ValueError, match="draws fresh noise per generation"):
-        generate_batched(transport, noisy, PromptCache())
+        Pipeline(transport).generate_lockstep(noisy)
 
 
 def test_the_prompt_table_names_a_prompt_it_lacks(table: PromptTable) -> None:

@@ -10,18 +10,10 @@ import pytest
 
 from cinetron.contract.manifest import ModelManifest
 from cinetron.core import buckets
-from cinetron.core.compose import (
-    Composer,
-    CompositionRequest,
-    Shot,
-    carries_motion_on,
-    plan,
-    seam_report,
-    window_steps,
-)
 from cinetron.core.errors import InvalidArgument
 from cinetron.core.pipeline import Pipeline
-from cinetron.core.request import GenerationRequest, resolve
+from cinetron.core.plan import Window, plan
+from cinetron.core.request import GenerationRequest, Shot
 from cinetron.models import world
 from cinetron.models.captions import canonical_caption
 from cinetron.tools.judge import Verdict, judge
@@ -51,10 +43,14 @@ def base(
     return GenerationRequest(prompt, seed=7)
 
 
+def windows_of(manifest: ModelManifest, **fields: object) -> tuple[Window, ...]:
+    return plan(replace(base(), **fields), manifest).windows  # type: ignore[arg-type]
+
+
 def test_sixty_seconds_is_480_frames_in_48_windows_each_carrying_the_last(
     manifest: ModelManifest,
 ) -> None:
-    windows = plan(CompositionRequest(base(), duration=60.0), manifest)
+    windows = windows_of(manifest, duration=60.0)
     assert sum(w.take for w in windows) == 480
     # 16 fresh frames, then 10 per window: 3 latent frames (6 frames) of 8 overlap.
     assert len(windows) == 1 + (480 - 16 + 9) // 10
@@ -70,7 +66,7 @@ def test_storyboard_cuts_restart_from_the_seed_and_continues_carry(
         Shot("a red circle moving left", 4.0, "continue"),
         Shot("a blue square on white", 2.0, "cut"),
     )
-    windows = plan(CompositionRequest(base(), shots=shots), manifest)
+    windows = windows_of(manifest, shots=shots)
     firsts = [next(w for w in windows if w.shot == s) for s in range(3)]
     assert [w.carry for w in firsts] == [False, True, False]
     assert [w.seed for w in firsts] == [7, 7, 7]  # shared noise: same object, same start
@@ -85,33 +81,32 @@ def test_only_the_first_carried_window_of_a_prompt_carries_the_motion_on(
         Shot("a red circle moving right", 6.0),
         Shot("a red circle moving left", 4.0, "continue"),
     )
-    windows = plan(CompositionRequest(base(), shots=shots), manifest)
-    moves = [carries_motion_on(windows, i) for i in range(len(windows))]
+    windows = windows_of(manifest, shots=shots)
+    moves = [w.extrapolate for w in windows]
     first_of_second_shot = next(i for i, w in enumerate(windows) if w.shot == 1)
     assert moves[:3] == [False, True, False]  # fresh, first carried, later carried
     assert not moves[first_of_second_shot]  # a new prompt decides its own motion
-    extension = plan(CompositionRequest(base(), video=np.zeros((16, 64, 64, 3), np.uint8),
-                                        duration=3.0), manifest)  # fmt: skip
-    assert [carries_motion_on(extension, i) for i in range(len(extension))] == [True, False, False]
+    extension = windows_of(manifest, video=np.zeros((16, 64, 64, 3), np.uint8), duration=3.0)
+    assert [w.extrapolate for w in extension] == [True, False, False]
 
 
 def test_carried_windows_start_later_and_make_fewer_steps(manifest: ModelManifest) -> None:
-    request = CompositionRequest(base(), duration=4.0)  # 32 frames: 16, then 10, 6
-    windows = plan(request, manifest)
-    params = resolve(request.base, manifest)
-    steps = window_steps(request, windows, params)
-    assert steps[0] == params.steps and all(0 < n < params.steps for n in steps[1:])
-    noise_only = replace(request, carry_strength=1.0)
-    assert window_steps(noise_only, windows, params) == [params.steps] * len(windows)
+    request = replace(base(), duration=4.0)  # 32 frames: 16, then 10, 6
+    job = plan(request, manifest)
+    steps = [w.steps for w in job.windows]
+    assert steps[0] == job.request.steps and all(0 < n < job.request.steps for n in steps[1:])
+    assert job.total_steps == sum(steps)
+    noise_only = plan(replace(request, carry_strength=1.0), manifest)
+    assert [w.steps for w in noise_only.windows] == [job.request.steps] * len(job.windows)
 
 
 def test_extension_carries_from_the_input_and_adds_one_window_by_default(
     manifest: ModelManifest,
 ) -> None:
     video = np.zeros((16, 64, 64, 3), np.uint8)
-    (window,) = plan(CompositionRequest(base(), video=video), manifest)
+    (window,) = windows_of(manifest, video=video)
     assert window.carry and window.take == 10
-    windows = plan(CompositionRequest(base(), video=video, duration=3.0), manifest)
+    windows = windows_of(manifest, video=video, duration=3.0)
     assert sum(w.take for w in windows) == 24 and all(w.carry for w in windows)
 
 
@@ -136,7 +131,7 @@ def test_bad_compositions_fail_naming_the_field_and_the_valid_values(
     manifest: ModelManifest, overrides: dict[str, object], message: str
 ) -> None:
     with pytest.raises(InvalidArgument, match=message):
-        plan(CompositionRequest(base(), **overrides), manifest)  # type: ignore[arg-type]
+        windows_of(manifest, **overrides)  # type: ignore[arg-type]
 
 
 def test_a_causal_vae_model_gets_one_clip_or_cuts_but_no_carried_windows() -> None:
@@ -145,14 +140,14 @@ def test_a_causal_vae_model_gets_one_clip_or_cuts_but_no_carried_windows() -> No
         latent_height=60, latent_width=104, frames=81, height=480, width=832, fps=16,
         text_length=512, text_dim=4096, vae_scale=(4, 8, 8),
     )  # fmt: skip
-    (one,) = plan(CompositionRequest(base(), duration=5.0), wan_like)
+    (one,) = windows_of(wan_like, duration=5.0)
     assert one.take == 80 and not one.carry
-    cuts = plan(CompositionRequest(base(), shots=(Shot("a", 4.0), Shot("b", 4.0))), wan_like)
+    cuts = windows_of(wan_like, shots=(Shot("a", 4.0), Shot("b", 4.0)))
     assert [w.carry for w in cuts] == [False, False]
     with pytest.raises(InvalidArgument, match="VAE is causal"):
-        plan(CompositionRequest(base(), duration=20.0), wan_like)
+        windows_of(wan_like, duration=20.0)
     with pytest.raises(InvalidArgument, match="VAE is causal"):
-        plan(CompositionRequest(base(), image=np.zeros((480, 832, 3), np.uint8)), wan_like)
+        windows_of(wan_like, image=np.zeros((480, 832, 3), np.uint8))
 
 
 def test_the_served_sizes_are_exactly_the_manifest_size(manifest: ModelManifest) -> None:
@@ -173,17 +168,15 @@ def test_the_extension_benchmark_uses_clips_of_every_direction_with_room_to_go_o
 
 
 @pytest.fixture(scope="module")
-def composer(triton_server) -> Composer:  # type: ignore[no-untyped-def]
+def pipeline(triton_server) -> Pipeline:  # type: ignore[no-untyped-def]
     with TritonGrpcTransport(triton_server.grpc_url) as transport:
-        yield Composer(Pipeline(transport))
+        yield Pipeline(transport)
 
 
 @pytest.fixture(scope="module")
-def extended(composer: Composer):  # type: ignore[no-untyped-def]
+def extended(pipeline: Pipeline):  # type: ignore[no-untyped-def]
     source = world.render(world.sample_scene(np.random.default_rng(RED_LEFT_SCENE_SEED), *RED_LEFT))
-    video = composer.generate(
-        CompositionRequest(GenerationRequest(canonical_caption(RED_LEFT), seed=0), video=source)
-    )
+    video = pipeline.generate(GenerationRequest(canonical_caption(RED_LEFT), seed=0, video=source))
     return source, video
 
 
@@ -193,7 +186,7 @@ def test_an_extended_red_circle_stays_a_red_circle_on_black(extended) -> None:  
     assert video.input_frames == 16 and len(video.frames) == 26
     np.testing.assert_array_equal(video.frames[:10], source[:10])  # before the cross-fade
     verdict = judge(video.frames[-16:])  # the cross-faded overlap and the 10 new frames
-    print(f"extension judged {verdict}; {seam_report(video).line()}")
+    print(f"extension judged {verdict}; {video.seam_report().line()}")
     assert (verdict.background, verdict.color, verdict.shape) == ("black", "red", "circle")
 
 
@@ -204,13 +197,12 @@ def test_an_extended_red_circle_keeps_moving_left(extended) -> None:  # type: ig
 
 
 @pytest.mark.triton
-def test_a_long_video_has_seams_no_worse_than_its_own_motion(composer: Composer) -> None:
+def test_a_long_video_has_seams_no_worse_than_its_own_motion(pipeline: Pipeline) -> None:
     attrs = ("white", "blue", "square", "right")
-    request = CompositionRequest(GenerationRequest(canonical_caption(attrs), seed=1), duration=6.0)
-    video = composer.generate(request)
+    video = pipeline.generate(GenerationRequest(canonical_caption(attrs), seed=1, duration=6.0))
     assert video.frames.shape == (48, 64, 64, 3)
     assert video.seams == [16, 26, 36, 46]  # 10 new frames per carried window
-    report = seam_report(video)
+    report = video.seam_report()
     print(report.line())
     # A join that ignored the previous window would jump by tens of levels on average.
     assert report.seam_mean <= SEAM_RATIO_MAX * report.within_mean + SEAM_SLACK

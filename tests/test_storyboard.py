@@ -12,7 +12,6 @@ import pytest
 from test_api import RunningApi, inference, start_api  # noqa: F401  (fixtures)
 
 from cinetron.api_client import pb
-from cinetron.core.compose import Composer, CompositionRequest
 from cinetron.core.pipeline import Pipeline
 from cinetron.core.request import GenerationRequest
 from cinetron.core.video import decode_mp4, encode_png
@@ -138,9 +137,8 @@ def test_bad_beyond_one_clip_requests_are_invalid_argument_before_admission(
 @pytest.mark.slow
 def test_sixty_second_four_shot_storyboard_through_triton_judged_per_shot(triton_server) -> None:  # type: ignore[no-untyped-def]
     with TritonGrpcTransport(triton_server.grpc_url) as transport:
-        composer = Composer(Pipeline(transport))
-        request = CompositionRequest(GenerationRequest("storyboard", seed=0), shots=demo_shots())
-        video = composer.generate(request)
+        request = GenerationRequest("", seed=0, shots=demo_shots())  # prompt: the first shot's
+        video = Pipeline(transport).generate(request)
     assert video.frames.shape == (480, 64, 64, 3) and len(video.shot_starts) == 4
     expected = [a for a, _, _ in DEMO_SHOTS]
     print("\n" + demo_table(video, expected, 16))

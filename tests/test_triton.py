@@ -21,9 +21,9 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 from cinetron.contract.manifest import ModelManifest
+from cinetron.core.transport import to_uint8_frames
 from cinetron.tools.tritonserver import TritonServer, TritonStartError
 from cinetron.tools.tritonserver import main as serve_main
-from cinetron.transports.base import to_uint8_frames
 from cinetron.triton_backend.text import PromptTokenizer
 
 pytestmark = pytest.mark.triton

@@ -20,19 +20,20 @@ diffusers = pytest.importorskip("diffusers")
 
 from cinetron.contract.manifest import ModelManifest  # noqa: E402
 from cinetron.contract.repository import model_names  # noqa: E402
-from cinetron.core.pipeline import Pipeline, initial_noise  # noqa: E402
+from cinetron.core.pipeline import Pipeline  # noqa: E402
 from cinetron.core.request import GenerationRequest  # noqa: E402
-from cinetron.export.component import main as export_main  # noqa: E402
-from cinetron.export.component import ort_session  # noqa: E402
+from cinetron.core.sampling import initial_noise  # noqa: E402
+from cinetron.core.transport import PromptEmbeddings, Transport  # noqa: E402
+from cinetron.export.cli import main as export_main  # noqa: E402
 from cinetron.export.configs import RepositoryOptions, read_config  # noqa: E402
 from cinetron.export.families.wan import (  # noqa: E402
     DEFAULT_NEGATIVE_PROMPT,
-    WanExport,
     WanGeometry,
     build_tiny_checkpoint,
     export_wan,
 )
-from cinetron.transports.base import PromptEmbeddings, Transport  # noqa: E402
+from cinetron.export.repository import ExportReport  # noqa: E402
+from cinetron.triton_backend.sessions import cpu_session as ort_session  # noqa: E402
 from cinetron.triton_backend.text import PromptTokenizer  # noqa: E402
 
 # Frames 5 = 2 latent frames: the VAE decoder's loop unrolls per latent frame, and two
@@ -48,14 +49,14 @@ def wan_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def wan_export(wan_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> WanExport:
+def wan_export(wan_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> ExportReport:
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("wan_repository")
     return export_wan(wan_checkpoint, out, RepositoryOptions(flavour="cpu"), GEOMETRY, log=print)
 
 
 @pytest.fixture(scope="module")
-def wan_server(wan_export: WanExport) -> Iterator[object]:
+def wan_server(wan_export: ExportReport) -> Iterator[object]:
     from cinetron.tools.tritonserver import TritonServer
 
     with TritonServer(wan_export.out) as server:
@@ -142,7 +143,9 @@ class LatentRecorder(Transport):
 # --- the repository ----------------------------------------------------------------------
 
 
-def test_export_writes_the_contract_repository_with_a_wan_manifest(wan_export: WanExport) -> None:
+def test_export_writes_the_contract_repository_with_a_wan_manifest(
+    wan_export: ExportReport,
+) -> None:
     out = wan_export.out
     manifest = ModelManifest.load(out)
     assert manifest.family == "wan" and manifest.version.startswith("wan-")
@@ -162,7 +165,7 @@ def test_export_writes_the_contract_repository_with_a_wan_manifest(wan_export: W
     assert (out / "tokenizer" / "1" / "tokenizer" / "tokenizer.json").exists()
 
 
-def test_every_onnx_model_matches_torch_within_float_error(wan_export: WanExport) -> None:
+def test_every_onnx_model_matches_torch_within_float_error(wan_export: ExportReport) -> None:
     parity = {p.model: p for p in wan_export.parity}
     assert set(parity) == {"text_encoder", "denoiser", "vae_decoder"}
     for p in parity.values():
@@ -170,7 +173,7 @@ def test_every_onnx_model_matches_torch_within_float_error(wan_export: WanExport
         assert p.cases >= 3, "checked at batch 1, 2 and 3 and at a second size"
 
 
-def test_served_graphs_take_only_a_dynamic_batch(wan_export: WanExport) -> None:
+def test_served_graphs_take_only_a_dynamic_batch(wan_export: ExportReport) -> None:
     session = ort_session(wan_export.out / "denoiser" / "1" / "model.onnx")
     shapes = {i.name: i.shape for i in session.get_inputs()}
     assert shapes["latents"][1:] == [16, 2, 4, 4]
@@ -180,7 +183,7 @@ def test_served_graphs_take_only_a_dynamic_batch(wan_export: WanExport) -> None:
 
 
 def test_tokenizer_and_text_encoder_reproduce_wan_prompt_embeddings(
-    wan_export: WanExport, diffusers_pipe: object
+    wan_export: ExportReport, diffusers_pipe: object
 ) -> None:
     """Our tokenizer file + ONNX encoder = WanPipeline.encode_prompt (padding rows zeroed)."""
     out, manifest = wan_export.out, ModelManifest.load(wan_export.out)
@@ -285,7 +288,7 @@ def test_geometry_accepts_wan_clip_shapes() -> None:
 
 @pytest.mark.slow
 def test_gpu_flavour_stores_fp16_networks_close_to_fp32_and_engine_builds(
-    wan_checkpoint: Path, wan_export: WanExport, tmp_path: Path
+    wan_checkpoint: Path, wan_export: ExportReport, tmp_path: Path
 ) -> None:
     import onnx
 

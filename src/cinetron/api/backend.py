@@ -13,10 +13,9 @@ from pathlib import Path
 
 from cinetron.api.logs import log
 from cinetron.contract.manifest import ModelManifest
+from cinetron.contract.names import PIPELINE_MODELS
 from cinetron.core.errors import Unavailable
-from cinetron.transports.base import Transport
-
-PIPELINE_MODELS = ("encode_prompt", "denoiser", "decode_video")
+from cinetron.core.transport import Transport
 
 
 def triton_transport(url: str) -> Transport:
@@ -79,6 +78,12 @@ class Backend:
 
     def manifest_or_none(self) -> ModelManifest | None:
         return self._transport.manifest if self._transport is not None else None
+
+    @property
+    def can_encode_video(self) -> bool:
+        """Whether image/video input is served. Decided when the transport was built, so a
+        slow or restarting Triton does not flip it."""
+        return self._transport is not None and self._transport.can_encode_video
 
     async def check(self) -> bool:
         """One readiness check; builds the transport on the first success."""

@@ -8,24 +8,25 @@ from cinetron.api.engine import Result
 from cinetron.api_client import pb
 from cinetron.contract.manifest import ModelManifest
 from cinetron.core import buckets
-from cinetron.core.compose import MAX_SHOTS, CompositionRequest, Shot, Transition, plan
-from cinetron.core.conditioning import decode_image
 from cinetron.core.errors import InvalidArgument
 from cinetron.core.pipeline import Progress
+from cinetron.core.plan import Plan, plan
 from cinetron.core.request import (
     MAX_GUIDANCE,
     MAX_PROMPT_CHARS,
     MAX_SEED,
     MAX_SHIFT,
+    MAX_SHOTS,
     MAX_STEPS,
     MIN_GUIDANCE,
     MIN_SHIFT,
     MIN_STEPS,
     GenerationRequest,
-    resolve,
+    Shot,
+    Transition,
 )
 from cinetron.core.schedulers import SCHEDULERS
-from cinetron.core.video import decode_mp4
+from cinetron.core.video import decode_image, decode_mp4
 
 _TRANSITIONS: dict[int, Transition] = {
     pb.SHOT_TRANSITION_UNSPECIFIED: "cut",
@@ -47,11 +48,10 @@ def with_seed(msg: pb.GenerateRequest) -> pb.GenerateRequest:
     return out
 
 
-def to_generation_request(
-    msg: pb.GenerateRequest, request_id: str, manifest: ModelManifest
-) -> GenerationRequest | CompositionRequest:
-    """Validate every field (raises ``InvalidArgument`` naming it) and convert; requests
-    beyond one clip (duration, shots, image, video, size) become ``CompositionRequest``s."""
+def to_plan(
+    msg: pb.GenerateRequest, request_id: str, manifest: ModelManifest, can_encode_video: bool
+) -> Plan:
+    """The request's one validated plan (raises ``InvalidArgument`` naming the field)."""
     if msg.model and msg.model not in (manifest.family, manifest.version):
         raise InvalidArgument(
             "model",
@@ -60,39 +60,12 @@ def to_generation_request(
         )
     if msg.HasField("seed") and msg.seed < 0:
         raise InvalidArgument("seed", f"must be between 0 and {MAX_SEED}, got {msg.seed}")
-    request = GenerationRequest(
-        prompt=msg.shots[0].prompt if msg.shots and not msg.prompt else msg.prompt,
-        negative_prompt=msg.negative_prompt if msg.HasField("negative_prompt") else None,
-        seed=msg.seed if msg.HasField("seed") else 0,
-        steps=msg.steps if msg.HasField("steps") else None,
-        guidance=msg.guidance if msg.HasField("guidance") else None,
-        scheduler=msg.scheduler if msg.HasField("scheduler") else None,
-        shift=msg.shift if msg.HasField("shift") else None,
-        request_id=request_id,
-    )
-    resolve(request, manifest)  # fail before admission, not in a worker
-    if beyond_one_clip(msg):
-        return to_composition_request(msg, request, manifest)
-    return request
+    return plan(to_request(msg, request_id), manifest, can_encode_video)
 
 
-def beyond_one_clip(msg: pb.GenerateRequest) -> bool:
-    """Whether ``msg`` uses any field of the "beyond one clip" group (fields 9-15)."""
-    return bool(
-        msg.HasField("duration_seconds")
-        or msg.shots
-        or msg.image
-        or msg.input_video
-        or msg.HasField("strength")
-        or msg.width
-        or msg.height
-    )
-
-
-def to_composition_request(
-    msg: pb.GenerateRequest, base: GenerationRequest, manifest: ModelManifest
-) -> CompositionRequest:
-    """Decode the image/video bytes and validate the whole composition (before admission)."""
+def to_request(msg: pb.GenerateRequest, request_id: str) -> GenerationRequest:
+    """The message as a ``GenerationRequest``: unset optional fields stay ``None`` (the
+    model's defaults); image and video bytes are decoded."""
     video = None
     if msg.input_video:
         try:
@@ -104,8 +77,15 @@ def to_composition_request(
     shots = tuple(
         Shot(s.prompt, s.duration_seconds, _TRANSITIONS.get(s.transition, "cut")) for s in msg.shots
     )
-    request = CompositionRequest(
-        base=base,
+    return GenerationRequest(
+        prompt=msg.prompt,
+        negative_prompt=msg.negative_prompt if msg.HasField("negative_prompt") else None,
+        seed=msg.seed if msg.HasField("seed") else 0,
+        steps=msg.steps if msg.HasField("steps") else None,
+        guidance=msg.guidance if msg.HasField("guidance") else None,
+        scheduler=msg.scheduler if msg.HasField("scheduler") else None,
+        shift=msg.shift if msg.HasField("shift") else None,
+        request_id=request_id,
         duration=msg.duration_seconds if msg.HasField("duration_seconds") else None,
         shots=shots,
         image=decode_image(msg.image) if msg.image else None,
@@ -114,8 +94,6 @@ def to_composition_request(
         width=msg.width or None,
         height=msg.height or None,
     )
-    plan(request, manifest)
-    return request
 
 
 def check_idempotency_key(key: str) -> None:

@@ -3,7 +3,7 @@
 The ``Pipeline`` is synchronous (tritonclient's blocking gRPC), so each generation runs
 in a worker thread. Everything else — the queue, the tickets, the events — lives on the
 asyncio loop thread; workers hand progress back with ``call_soon_threadsafe``. A
-cancelled or expired ticket sets its stop flag, which ``Pipeline.generate`` checks before
+cancelled or expired ticket sets its stop flag, which the sampling loop checks before
 every step, so the loop stops within one step and its slot goes to the next ticket.
 """
 
@@ -22,12 +22,11 @@ from typing import TypeAlias
 from cinetron.api.errors import DeadlineExceeded, QueueFull
 from cinetron.api.logs import log
 from cinetron.api.metrics import Metrics
-from cinetron.core.compose import CompositionRequest, run_generation
 from cinetron.core.errors import Cancelled, Unavailable
 from cinetron.core.pipeline import Pipeline, Progress
-from cinetron.core.request import GenerationRequest
+from cinetron.core.plan import Plan
+from cinetron.core.transport import Transport
 from cinetron.core.video import encode_mp4
-from cinetron.transports.base import Transport
 
 
 @dataclass(frozen=True)
@@ -110,16 +109,11 @@ class Hub:
 
 
 class Ticket(Hub):
-    """One admitted generation: its request, deadline, stop flag and events."""
+    """One admitted generation: its plan, deadline, stop flag and events."""
 
-    def __init__(
-        self,
-        request: GenerationRequest | CompositionRequest,
-        request_id: str,
-        deadline: float | None = None,
-    ) -> None:
+    def __init__(self, plan: Plan, request_id: str, deadline: float | None = None) -> None:
         super().__init__()
-        self.request = request
+        self.plan = plan
         self.request_id = request_id
         self.deadline = deadline  # time.monotonic() value
         self.stop = threading.Event()
@@ -293,7 +287,7 @@ class Engine:
             ticket.last_step = p.step
             loop.call_soon_threadsafe(ticket.publish, p)
 
-        video = run_generation(pipeline, ticket.request, on_progress, ticket.should_stop)
+        video = pipeline.run(ticket.plan, on_progress, ticket.should_stop)
         t0 = time.perf_counter()
         mp4 = encode_mp4(video.frames, video.fps)
         timings = dict(video.timings)

@@ -26,15 +26,17 @@ from cinetron.api.engine import Engine, Finished, Hub, Queued, Started, Ticket
 from cinetron.api.errors import ApiError, not_found, to_api_error
 from cinetron.api.logs import log
 from cinetron.api_client import pb
-from cinetron.contract.manifest import ModelManifest
 from cinetron.core.errors import Cancelled
 from cinetron.core.files import write_bytes_atomic
 from cinetron.core.pipeline import Progress
+from cinetron.core.plan import Plan
 
 S = pb.JobState
 UNFINISHED = (S.JOB_STATE_QUEUED, S.JOB_STATE_RUNNING)
 TERMINAL = (S.JOB_STATE_SUCCEEDED, S.JOB_STATE_FAILED, S.JOB_STATE_CANCELLED)
 _PROGRESS_WRITE_INTERVAL_S = 0.5
+# A stored request → its validated plan for the served model (Unavailable until ready).
+Planner = Callable[[pb.GenerateRequest, str], Plan]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -175,13 +177,13 @@ class JobManager:
         self,
         store: JobStore,
         engine: Engine,
-        manifest: Callable[[], ModelManifest],
+        planner: Planner,
         resume: bool,
         max_attempts: int,
     ) -> None:
         self.store = store
         self.engine = engine
-        self._manifest = manifest  # raises Unavailable while the transport is not ready
+        self._plan = planner  # raises Unavailable while the transport is not ready
         self.resume = resume
         self.max_attempts = max_attempts
         self._live: dict[str, Ticket] = {}
@@ -204,12 +206,10 @@ class JobManager:
                     )
                 return self.store.to_message(row), True
         seeded = convert.with_seed(msg)
-        manifest = self._manifest()
-        convert.to_generation_request(seeded, request_id, manifest)
+        plan = self._plan(seeded, request_id)
         self.engine.check_capacity()
-        total = msg.steps if msg.HasField("steps") else manifest.scheduler.steps
-        job_id = self.store.insert(msg, seeded.seed, key or None, total)
-        self._start(job_id, seeded, request_id, force=True)
+        job_id = self.store.insert(msg, seeded.seed, key or None, plan.total_steps)
+        self._start(job_id, plan, request_id, force=True)
         log("job_submitted", request_id=request_id, job_id=job_id)
         return self.get(job_id), False
 
@@ -309,9 +309,8 @@ class JobManager:
                     "giving up so a job that crashes the server cannot loop",
                 )
                 continue
-            msg = JobStore.request_of(row)
             try:
-                convert.to_generation_request(msg, job_id, self._manifest())
+                plan = self._plan(JobStore.request_of(row), job_id)
             except Exception as e:  # e.g. the served model changed and the request no longer fits
                 err = to_api_error(e, job_id)
                 self._end(
@@ -322,13 +321,12 @@ class JobManager:
                 )
                 continue
             log("job_resumed", job_id=job_id, attempts=row["attempts"], last_step=row["step"])
-            self._start(job_id, msg, job_id, force=True)
+            self._start(job_id, plan, job_id, force=True)
 
     # -- driving one job -----------------------------------------------------------------
 
-    def _start(self, job_id: str, msg: pb.GenerateRequest, request_id: str, force: bool) -> None:
-        request = convert.to_generation_request(msg, request_id, self._manifest())
-        ticket = Ticket(request, request_id)
+    def _start(self, job_id: str, plan: Plan, request_id: str, force: bool) -> None:
+        ticket = Ticket(plan, request_id)
         self._live[job_id] = ticket
         self._hubs[job_id] = Hub()
         task = asyncio.get_running_loop().create_task(self._drive(job_id, ticket))

@@ -15,6 +15,7 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from cinetron.api import backend as backends
+from cinetron.api import convert
 from cinetron.api.auth import BearerAuth, TokenSet
 from cinetron.api.config import ServerConfig, from_args
 from cinetron.api.decoding import RejectMalformed
@@ -23,8 +24,9 @@ from cinetron.api.jobs import JobManager, JobStore
 from cinetron.api.logs import log, setup_logging
 from cinetron.api.metrics import Metrics
 from cinetron.api.service import VideoService
-from cinetron.api_client import SERVICE_NAME, pb_grpc
-from cinetron.transports.base import Transport
+from cinetron.api_client import SERVICE_NAME, pb, pb_grpc
+from cinetron.core.plan import Plan
+from cinetron.core.transport import Transport
 
 _SERVING = health_pb2.HealthCheckResponse.SERVING
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -70,7 +72,7 @@ class ApiServer:
         self.jobs = JobManager(
             self.store,
             self.engine,
-            self.backend.manifest,
+            self.plan,
             config.resume_jobs,
             config.max_job_attempts,
         )
@@ -78,6 +80,11 @@ class ApiServer:
         self._server: grpc.aio.Server | None = None
         self._backend_task: asyncio.Task[None] | None = None
         self._resumed = False
+
+    def plan(self, msg: pb.GenerateRequest, request_id: str) -> Plan:
+        """``msg``'s one validated plan for the served model (``Unavailable`` until ready)."""
+        manifest = self.backend.manifest()
+        return convert.to_plan(msg, request_id, manifest, self.backend.can_encode_video)
 
     async def _on_ready_change(self, ready: bool) -> None:
         status = _SERVING if ready else _NOT_SERVING
@@ -110,7 +117,7 @@ class ApiServer:
                 ("grpc.so_reuseport", 0),  # a second server on the same port fails loudly
             ],
         )
-        service = VideoService(c, self.engine, self.jobs, self.backend, self.metrics)
+        service = VideoService(c, self.engine, self.jobs, self.backend, self.metrics, self.plan)
         pb_grpc.add_VideoServiceServicer_to_server(service, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(

@@ -23,12 +23,11 @@ from cinetron.api.backend import Backend
 from cinetron.api.config import ServerConfig
 from cinetron.api.engine import Engine, Finished, Queued, Ticket
 from cinetron.api.errors import to_api_error
-from cinetron.api.jobs import JobManager
+from cinetron.api.jobs import JobManager, Planner
 from cinetron.api.logs import log
 from cinetron.api.metrics import Metrics
 from cinetron.api_client import SERVICE_NAME, pb, pb_grpc
 from cinetron.contract.manifest import ModelManifest
-from cinetron.core.conditioning import supports_image_input
 from cinetron.core.pipeline import Progress
 
 Req = TypeVar("Req")
@@ -148,24 +147,23 @@ class VideoService(pb_grpc.VideoServiceServicer):
         jobs: JobManager,
         backend: Backend,
         metrics: Metrics,
+        planner: Planner,
     ) -> None:
         self.config = config
         self.engine = engine
         self.jobs = jobs
         self.backend = backend
         self.metrics = metrics
+        self.planner = planner
 
     @_stream
     async def Generate(
         self, request: pb.GenerateRequest, call: _Call
     ) -> AsyncIterator[pb.GenerateEvent]:
-        manifest = self.backend.manifest()
-        generation = convert.to_generation_request(
-            convert.with_seed(request), call.request_id, manifest
-        )
+        plan = self.planner(convert.with_seed(request), call.request_id)
         remaining = call.context.time_remaining()
         deadline = None if remaining is None else time.monotonic() + remaining
-        ticket = Ticket(generation, call.request_id, deadline)
+        ticket = Ticket(plan, call.request_id, deadline)
         subscription = ticket.subscribe()  # before admission, so Queued is never missed
         self.engine.admit(ticket)
         log("generation_admitted", request_id=call.request_id, queued=self.engine.queued)
@@ -213,14 +211,10 @@ class VideoService(pb_grpc.VideoServiceServicer):
 
     @_rpc
     async def ListModels(self, request: pb.ListModelsRequest, call: _Call) -> pb.ListModelsResponse:
-        return pb.ListModelsResponse(models=[await self._model_message(self.backend.manifest())])
+        return pb.ListModelsResponse(models=[self._model_message(self.backend.manifest())])
 
-    async def _model_message(self, manifest: ModelManifest) -> pb.Model:
-        """``manifest``'s Model, with whether image/video input is served (asks Triton)."""
-        image = self.backend.ready and await asyncio.to_thread(
-            supports_image_input, self.backend.transport()
-        )
-        return convert.model_message(manifest, supports_image_input=image)
+    def _model_message(self, manifest: ModelManifest) -> pb.Model:
+        return convert.model_message(manifest, self.backend.can_encode_video)
 
     @_rpc
     async def GetInfo(self, request: pb.GetInfoRequest, call: _Call) -> pb.GetInfoResponse:
@@ -233,7 +227,7 @@ class VideoService(pb_grpc.VideoServiceServicer):
                 manifest, c.max_queue, c.max_concurrency, c.max_receive_bytes, c.max_send_bytes
             ),
             schedulers=convert.scheduler_names(),
-            models=[await self._model_message(manifest)] if manifest else [],
+            models=[self._model_message(manifest)] if manifest else [],
             load=pb.Load(queued=self.engine.queued, running=self.engine.running),
             ready=self.backend.ready,
         )

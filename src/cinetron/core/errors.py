@@ -25,3 +25,13 @@ class ModelError(CinetronError):
 
 class Cancelled(CinetronError):
     """The caller cancelled the generation or its deadline passed; work stopped between steps."""
+
+
+def missing_encoder(field: str, where: str) -> InvalidArgument:
+    """An image or video was sent where no VAE encoder runs."""
+    return InvalidArgument(
+        field,
+        "image- and video-conditioned generation needs the 'vae_encoder' model, and "
+        f"{where} has none; re-export the repository with `cinetron export` (it writes "
+        "vae_encoder) and restart the server",
+    )

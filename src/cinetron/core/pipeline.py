@@ -1,80 +1,93 @@
-"""The text-to-video pipeline: encode → denoising loop → decode, over any ``Transport``."""
+"""The generator: a ``Plan`` run over any ``Transport`` — encode the prompts once, then
+each window through the one sampling loop, decode, and join.
+
+    encode_prompt ─▶ for each window: [encode input] → sample(...) → decode_video ─▶ join
+
+A plain clip is a plan of one window; long videos, storyboards, image-to-video,
+extension and video-to-video are plans of several or conditioned windows. One result
+type, ``Video``, for all of them.
+"""
 
 from __future__ import annotations
 
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-import numpy.typing as npt
 
-from cinetron.core.errors import Cancelled
-from cinetron.core.request import GenerationRequest, ResolvedRequest, resolve
-from cinetron.core.schedulers import make_scheduler
+from cinetron.core.buckets import frame_step
+from cinetron.core.compose import (
+    SeamReport,
+    continuation_guess,
+    crossfade,
+    seam_report,
+    still_clip,
+    window_frames,
+)
+from cinetron.core.errors import Cancelled, InvalidArgument
+from cinetron.core.plan import Plan, Window, plan, scheduler_for
+from cinetron.core.request import Frames, GenerationRequest, ResolvedRequest
+from cinetron.core.sampling import (
+    LatentCondition,
+    StopCheck,
+    guided_velocity,
+    initial_noise,
+    sample,
+)
 from cinetron.core.schedulers.base import Array
-from cinetron.transports.base import PromptEmbeddings, Transport
+from cinetron.core.transport import PromptEmbeddings, Transport
 
 
 @dataclass(frozen=True)
 class Progress:
-    step: int  # 1-based, steps done
+    step: int  # 1-based, steps done over the whole plan
     total: int
     elapsed: float  # seconds since the generation started
 
 
+ProgressCallback = Callable[[Progress], None]
+
+
 @dataclass
 class Video:
-    frames: npt.NDArray[np.uint8]  # [F, H, W, 3]
+    """What every generation returns."""
+
+    frames: Frames  # [N, H, W, 3]
     fps: int
-    request: ResolvedRequest
-    prompt_tokens: int  # before truncation, special tokens included
+    plan: Plan
+    prompt_tokens: int  # of the first window's prompt, before truncation
     prompt_truncated: bool
+    shot_starts: list[int] = field(default_factory=list)  # first frame of each shot
+    seams: list[int] = field(default_factory=list)  # first new frame of each carried window
+    cuts: list[int] = field(default_factory=list)  # first frame of each fresh shot but the 1st
+    input_frames: int = 0  # extension: the input's frames at the start of ``frames``
     timings: dict[str, float] = field(default_factory=dict)
 
+    @property
+    def request(self) -> ResolvedRequest:
+        return self.plan.request
 
-ProgressCallback = Callable[[Progress], None]
-StopCheck = Callable[[], bool]
+    @property
+    def windows(self) -> tuple[Window, ...]:
+        return self.plan.windows
 
+    @property
+    def overlap_frames(self) -> int:
+        return self.plan.overlap_frames
 
-def initial_noise(seed: int, shape: tuple[int, ...]) -> Array:
-    """Gaussian latents from a seed: numpy's PCG64, identical on every machine."""
-    return np.random.default_rng(seed).standard_normal(shape, dtype=np.float32)
-
-
-def guided_velocity(
-    transport: Transport,
-    sample: Array,
-    timestep: float,
-    cond: PromptEmbeddings,
-    uncond: PromptEmbeddings | None,
-    guidance: float,
-    request_id: str = "",
-) -> Array:
-    """Classifier-free guidance with cond and uncond sent as ONE batch of 2."""
-    if uncond is None:
-        return transport.denoise(
-            sample, np.full(len(sample), timestep, np.float32), cond.embeds, cond.mask, request_id
-        )
-    both = transport.denoise(
-        np.concatenate([sample, sample]),
-        np.full(2 * len(sample), timestep, np.float32),
-        np.concatenate([cond.embeds, uncond.embeds]),
-        np.concatenate([cond.mask, uncond.mask]),
-        request_id,
-    )
-    v_cond, v_uncond = np.split(both, 2)
-    return (v_uncond + np.float32(guidance) * (v_cond - v_uncond)).astype(np.float32)
+    def seam_report(self) -> SeamReport:
+        """How visible the joins between windows are (``compose.seam_report``)."""
+        return seam_report(self.frames, self.seams, self.cuts, self.overlap_frames)
 
 
 class PromptCache:
-    """LRU of prompt embeddings keyed by (model version, prompt text): repeats skip the encoder.
-
-    Thread-safe: the API server shares one cache between its worker threads. The
-    encoder call itself runs outside the lock.
-    """
+    """LRU of prompt embeddings keyed by (model version, prompt text): repeats skip the
+    encoder. Thread-safe (the API's worker threads share one); the encoder call itself
+    runs outside the lock. Safe because an encoding does not depend on what else is in
+    its batch (checked bit for bit on every transport)."""
 
     def __init__(self, capacity: int = 256) -> None:
         self.capacity = capacity
@@ -83,22 +96,21 @@ class PromptCache:
         self.hits = self.misses = 0
 
     def encode(
-        self, transport: Transport, prompts: list[str], request_id: str = ""
+        self, transport: Transport, prompts: Sequence[str], request_id: str = ""
     ) -> list[PromptEmbeddings]:
         version = transport.manifest.version
         with self._lock:
             found = {p: self._get((version, p)) for p in dict.fromkeys(prompts)}
-        missing = [p for p, e in found.items() if e is None]
-        with self._lock:
+            missing = [p for p, e in found.items() if e is None]
             self.hits += len(prompts) - len(missing)
             self.misses += len(missing)
         if missing:
             encoded = transport.encode_prompt(missing, request_id)
             with self._lock:
                 for i, prompt in enumerate(missing):
-                    found[prompt] = _row(encoded, i)
-                    self._put((version, prompt), found[prompt])  # type: ignore[arg-type]
-        return [found[p] for p in prompts]  # type: ignore[misc]
+                    found[prompt] = encoded.row(i)
+                    self._put((version, prompt), encoded.row(i))
+        return [e for p in prompts if (e := found[p]) is not None]
 
     def _get(self, key: tuple[str, str]) -> PromptEmbeddings | None:
         item = self._items.get(key)
@@ -114,63 +126,204 @@ class PromptCache:
             self._items.popitem(last=False)
 
 
-def _row(e: PromptEmbeddings, i: int) -> PromptEmbeddings:
-    return PromptEmbeddings(e.embeds[i : i + 1], e.mask[i : i + 1], e.token_counts[i : i + 1])
+class _Timer:
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.totals = {"encode_s": 0.0, "denoise_s": 0.0, "decode_s": 0.0}
+
+    def add(self, key: str, since: float) -> float:
+        now = time.perf_counter()
+        self.totals[key] += now - since
+        return now
+
+    def done(self) -> dict[str, float]:
+        return {**self.totals, "total_s": time.perf_counter() - self.started}
 
 
 class Pipeline:
+    """Plans and runs generations over one transport, with a prompt cache."""
+
     def __init__(self, transport: Transport, cache_size: int = 256) -> None:
         self.transport = transport
         self.manifest = transport.manifest
         self.prompt_cache = PromptCache(cache_size)
 
+    def plan(self, request: GenerationRequest) -> Plan:
+        return plan(request, self.manifest, self.transport.can_encode_video)
+
     def generate(
         self,
-        request: GenerationRequest,
+        request: GenerationRequest | Plan,
         on_progress: ProgressCallback | None = None,
         should_stop: StopCheck | None = None,
     ) -> Video:
         """Generate one video. ``should_stop`` is checked before every step, so a
         cancelled or expired request stops within one step."""
-        params = resolve(request, self.manifest)
-        started = time.perf_counter()
-        rid = params.request_id
-        use_cfg = params.guidance != 1.0
-        prompts = [params.prompt, params.negative_prompt] if use_cfg else [params.prompt]
-        embeddings = self.prompt_cache.encode(self.transport, prompts, rid)
-        cond, uncond = embeddings[0], (embeddings[1] if use_cfg else None)
-        encoded = time.perf_counter()
+        job = request if isinstance(request, Plan) else self.plan(request)
+        return self.run(job, on_progress, should_stop)
 
-        scheduler = make_scheduler(params.scheduler, params.shift)
-        scheduler.set_timesteps(params.steps, seed=params.seed)
-        x = initial_noise(params.seed, (1, *self.manifest.latent_shape))
+    def _embeddings(
+        self, params: ResolvedRequest, prompts: list[str]
+    ) -> tuple[dict[str, PromptEmbeddings], PromptEmbeddings | None]:
+        """Each prompt's embeddings and the negative prompt's (None without guidance)."""
+        asked = [*prompts, params.negative_prompt] if params.guided else prompts
+        encoded = self.prompt_cache.encode(self.transport, asked, params.request_id)
+        by_prompt = dict(zip(prompts, encoded[: len(prompts)], strict=True))
+        return by_prompt, encoded[-1] if params.guided else None
 
-        def velocity(sample: Array, timestep: float) -> Array:
-            return guided_velocity(
-                self.transport, sample, timestep, cond, uncond, params.guidance, rid
+    def _encode(self, frames: Frames, rid: str) -> Array:
+        return self.transport.encode_video(frames[None], rid)
+
+    def run(
+        self,
+        job: Plan,
+        on_progress: ProgressCallback | None = None,
+        should_stop: StopCheck | None = None,
+    ) -> Video:
+        m, params, timer = self.manifest, job.request, _Timer()
+        rid, k, o, step = params.request_id, job.overlap, job.overlap_frames, frame_step(m)
+        total, reached = job.total_steps, [0]  # steps done so far, for a stop's message
+        t = time.perf_counter()
+        embeddings, uncond = self._embeddings(params, job.prompts)
+        out: list[Frames] = []  # the video so far, frame by frame
+        prev: Array | None = None  # latents of the last window
+        prev_end = 0  # latent frame after the last one ``out`` shows of ``prev``
+        image_latents = None
+        if job.image is not None:
+            image_latents = self._encode(still_clip(job.image, m.frames), rid)
+        if job.extends and job.video is not None:
+            tail = window_frames(job.video, len(job.video) - m.frames, m.frames)
+            prev, prev_end = self._encode(tail, rid), m.latent_frames
+            out = list(job.video)
+        t = timer.add("encode_s", t)
+        input_frames = len(out)
+
+        video = Video(np.zeros(0, np.uint8), m.fps, job, 0, False, input_frames=input_frames)
+        done = 0
+        for i, w in enumerate(job.windows):
+            if not video.shot_starts or job.windows[i - 1].shot != w.shot:
+                video.shot_starts.append(len(out))
+                if out and not w.carry:
+                    video.cuts.append(len(out))
+            condition, init = None, None
+            if w.carry:
+                assert prev is not None
+                carried = np.zeros_like(prev)
+                carried[:, :, :k] = prev[:, :, prev_end - k : prev_end]
+                condition = LatentCondition.first(carried, k)
+            elif image_latents is not None and i == 0:
+                condition = LatentCondition.first(image_latents, 1)  # the image's first frames
+            if job.video_to_video and job.video is not None:
+                t = time.perf_counter()
+                init = self._encode(window_frames(job.video, w.start, m.frames), rid)
+                timer.add("encode_s", t)
+            elif w.carry and w.strength < 1.0:
+                assert prev is not None
+                history = prev[:, :, :prev_end]
+                init = continuation_guess(history, k, m.latent_frames, w.extrapolate)
+
+            velocity = guided_velocity(
+                self.transport, embeddings[w.prompt], uncond, params.guidance, rid
             )
 
-        for i in range(params.steps):
-            if should_stop is not None and should_stop():
-                raise Cancelled(f"generation stopped before step {i + 1} of {params.steps}")
-            x = scheduler.step(velocity, i, x)
-            if on_progress is not None:
-                on_progress(Progress(i + 1, params.steps, time.perf_counter() - started))
-        denoised = time.perf_counter()
+            def callback(n: int, base: int = done) -> None:
+                reached[0] = base + n
+                if on_progress is not None:
+                    elapsed = time.perf_counter() - timer.started
+                    on_progress(Progress(base + n, total, elapsed))
 
-        frames = self.transport.decode_video(x, rid)[0]
-        finished = time.perf_counter()
-        tokens = int(cond.token_counts[0])
-        return Video(
-            frames=frames,
-            fps=self.manifest.fps,
-            request=params,
-            prompt_tokens=tokens,
-            prompt_truncated=tokens > self.manifest.text_length,
-            timings={
-                "encode_s": encoded - started,
-                "denoise_s": denoised - encoded,
-                "decode_s": finished - denoised,
-                "total_s": finished - started,
-            },
+            t = time.perf_counter()
+            try:
+                z = sample(
+                    velocity,
+                    scheduler_for(params, w.seed),
+                    initial_noise(w.seed, (1, *m.latent_shape)),
+                    condition,
+                    init,
+                    w.strength,
+                    callback,
+                    should_stop,
+                )
+            except Cancelled:
+                raise Cancelled(
+                    f"generation stopped before step {reached[0] + 1} of {total}"
+                ) from None
+            t = timer.add("denoise_s", t)
+            frames = self.transport.decode_video(z, rid)[0]
+            timer.add("decode_s", t)
+            done += w.steps
+
+            if w.carry:
+                out[-o:] = list(crossfade(np.stack(out[-o:]), frames[:o]))
+                video.seams.append(len(out))
+                out.extend(frames[o : o + w.take])
+                prev_end = k + w.take // step
+            else:
+                out.extend(frames[: w.take])
+                prev_end = w.take // step
+            prev = z
+
+        tokens = int(embeddings[job.windows[0].prompt].token_counts[0])
+        video.frames = np.stack(out)
+        video.prompt_tokens = tokens
+        video.prompt_truncated = tokens > m.text_length
+        video.timings = timer.done()
+        return video
+
+    def generate_lockstep(self, requests: Sequence[GenerationRequest]) -> list[Video]:
+        """``len(requests)`` plain clips in lockstep: each CFG step is ONE denoiser call of
+        ``2 × len(requests)`` samples, as Triton's dynamic batcher forms from that many
+        callers. The same loop as ``run``, on a batch; the same videos, to float rounding."""
+        plans = [self.plan(r) for r in requests]
+        if not plans:
+            return []
+        if not all(p.is_clip for p in plans):
+            raise InvalidArgument("requests", "lockstep batching takes plain clips only")
+        params = [p.request for p in plans]
+        first = params[0]
+        settings = {(p.steps, p.scheduler, p.shift, p.guidance) for p in params}
+        if len(settings) != 1:
+            raise InvalidArgument(
+                "requests",
+                "lockstep batching needs one (steps, scheduler, shift, guidance) for every "
+                f"request, got {sorted(settings)}; group the requests by these settings",
+            )
+        scheduler = scheduler_for(first, first.seed)
+        if scheduler.stochastic:
+            raise InvalidArgument(
+                "scheduler",
+                f"{first.scheduler!r} draws fresh noise per generation, so a batch of "
+                "generations is not the same videos; use a deterministic scheduler (e.g. euler)",
+            )
+        timer = _Timer()
+        t = time.perf_counter()
+        cond = self.prompt_cache.encode(self.transport, [p.prompt for p in params])
+        uncond = None
+        if first.guided:
+            uncond = self.prompt_cache.encode(self.transport, [p.negative_prompt for p in params])
+        t = timer.add("encode_s", t)
+        shape = (1, *self.manifest.latent_shape)
+        noise = np.concatenate([initial_noise(p.seed, shape) for p in params])
+        velocity = guided_velocity(
+            self.transport,
+            PromptEmbeddings.stack(cond),
+            None if uncond is None else PromptEmbeddings.stack(uncond),
+            first.guidance,
         )
+        z = sample(velocity, scheduler, noise)
+        t = timer.add("denoise_s", t)
+        frames = [self.transport.decode_video(z[i : i + 1])[0] for i in range(len(plans))]
+        timer.add("decode_s", t)
+        timings = timer.done()
+        return [
+            Video(
+                f,
+                self.manifest.fps,
+                p,
+                int(c.token_counts[0]),
+                int(c.token_counts[0]) > self.manifest.text_length,
+                shot_starts=[0],
+                timings=timings,
+            )
+            for f, p, c in zip(frames, plans, cond, strict=True)
+        ]

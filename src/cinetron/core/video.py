@@ -14,6 +14,7 @@ import av
 import numpy as np
 import numpy.typing as npt
 
+from cinetron.core.errors import InvalidArgument
 from cinetron.core.files import write_bytes_atomic
 
 Frames = npt.NDArray[np.uint8]  # [F, H, W, 3]
@@ -40,6 +41,18 @@ def encode_mp4(frames: Frames, fps: int, crf: int = 12) -> bytes:
         for packet in stream.encode():
             container.mux(packet)
     return buffer.getvalue()
+
+
+def decode_image(data: bytes) -> npt.NDArray[np.uint8]:
+    """PNG/JPEG/… bytes → ``[H, W, 3]`` uint8 RGB (any still format ffmpeg reads)."""
+    try:
+        with av.open(io.BytesIO(data), mode="r") as container:
+            frame = next(container.decode(video=0))
+            return np.asarray(frame.to_ndarray(format="rgb24"), dtype=np.uint8)
+    except (av.error.FFmpegError, StopIteration, ValueError) as e:
+        raise InvalidArgument(
+            "image", f"is not a readable image ({type(e).__name__}); send PNG or JPEG bytes"
+        ) from None
 
 
 def decode_mp4(data: bytes | str | Path) -> Frames:

@@ -10,7 +10,6 @@ Two flavours share the spec and the ONNX files:
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -27,22 +26,6 @@ DEFAULT_OUT: dict[str, Path] = {
     "cpu": Path("model_repository"),
     "gpu": Path("model_repository_gpu"),
 }
-
-
-def add_repository_flags(p: argparse.ArgumentParser, gpu_note: str = "") -> None:
-    """``--flavour`` and ``--out``, the same for every ``cinetron export`` family."""
-    p.add_argument(
-        "--flavour",
-        choices=("cpu", "gpu"),
-        default="cpu",
-        help=f"cpu: Python-backend + onnxruntime (runs here); gpu: native backends{gpu_note}",
-    )
-    p.add_argument(
-        "--out",
-        type=Path,
-        default=None,
-        help="repository folder (default: model_repository, gpu: model_repository_gpu)",
-    )
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,8 @@
-"""``cinetron generate "prompt" [options]``: one video from a prompt, over Triton or in-process.
+"""``cinetron generate "prompt" [options]``: a video from a prompt, over Triton or in-process.
+
+One clip by default; ``--duration``, ``--shot``/``--storyboard``, ``--image``, ``--video``
+(``--strength``) and ``--width``/``--height`` make longer or conditioned videos — all one
+request, one plan, one sampling loop.
 
 Exit codes: 0 done, 2 bad input, 3 Triton/model unavailable, 4 the model failed,
 130 interrupted. Errors are one line on stderr, never a traceback.
@@ -7,27 +11,39 @@ Exit codes: 0 done, 2 bad input, 3 Triton/model unavailable, 4 the model failed,
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from cinetron.core.errors import Cancelled, InvalidArgument, ModelError, Unavailable
+from cinetron.core.request import (
+    DEFAULT_CARRY_STRENGTH,
+    DEFAULT_OVERLAP,
+    TRANSITIONS,
+    GenerationRequest,
+    Shot,
+)
 from cinetron.core.schedulers import SCHEDULERS
-from cinetron.tools import generate_beyond as beyond_cli
-from cinetron.transports import Transport, open_transport
+from cinetron.core.transport import Transport
+from cinetron.transports import open_transport
 
 EXIT_BAD_INPUT, EXIT_UNAVAILABLE, EXIT_MODEL_ERROR, EXIT_INTERRUPTED = 2, 3, 4, 130
 PROG = "cinetron generate"
+STORYBOARD_HELP = (
+    'JSON file: [{"prompt": "...", "duration": 15, "transition": "cut"|"continue"}, ...]'
+)
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG,
-        description="Generate a short video from a text prompt and write it as H.264 MP4.",
+        description="Generate a video from a text prompt and write it as H.264 MP4.",
     )
     p.add_argument("prompt", help='what the video shows, e.g. "a red circle moving left"')
     p.add_argument("--negative-prompt", default=None, help="what to steer away from")
@@ -68,8 +84,88 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--request-id", default="", help="sent to Triton as the request id")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    beyond_cli.add_arguments(p)
+    g = p.add_argument_group("beyond one clip (composed from overlapping windows)")
+    g.add_argument("--duration", type=float, default=None, help="seconds, up to 60")
+    g.add_argument(
+        "--shot",
+        action="append",
+        default=None,
+        metavar="SECONDS:PROMPT",
+        help='a storyboard shot, e.g. --shot "15:a red circle moving left" (repeat; cuts '
+        'between shots; "+15:..." continues the previous shot instead)',
+    )
+    g.add_argument("--storyboard", type=Path, default=None, help=STORYBOARD_HELP)
+    g.add_argument("--image", type=Path, default=None, help="first frame (PNG/JPEG)")
+    g.add_argument("--video", type=Path, default=None, help="MP4 to extend (or re-render)")
+    g.add_argument(
+        "--strength", type=float, default=None, help="with --video: re-render it, 0..1 (SDEdit)"
+    )
+    g.add_argument("--width", type=int, default=None, help="output width (model's buckets)")
+    g.add_argument("--height", type=int, default=None, help="output height")
+    g.add_argument(
+        "--overlap", type=int, default=DEFAULT_OVERLAP, help="latent frames shared by windows"
+    )
+    g.add_argument(
+        "--carry-strength",
+        type=float,
+        default=DEFAULT_CARRY_STRENGTH,
+        help="where a carried window starts from its continuation guess, 0..1 (1: noise)",
+    )
+    g.add_argument("--seams", action="store_true", help="print the seam-quality report")
     return p
+
+
+def parse_shot(text: str) -> Shot:
+    seconds, sep, prompt = text.partition(":")
+    transition = "continue" if seconds.startswith("+") else "cut"
+    try:
+        duration = float(seconds.lstrip("+"))
+    except ValueError:
+        duration = float("nan")
+    if not sep or duration != duration:
+        raise InvalidArgument("--shot", f"must be SECONDS:PROMPT, got {text!r}")
+    return Shot(prompt.strip(), duration, transition)
+
+
+def load_storyboard(path: Path) -> tuple[Shot, ...]:
+    """Shots from a JSON list of ``{"prompt", "duration", "transition"}``."""
+    try:
+        rows: list[dict[str, Any]] = json.loads(path.read_text())
+        shots = []
+        for r in rows:
+            transition = r.get("transition", "cut")
+            if transition not in TRANSITIONS:
+                raise ValueError(f"transition {transition!r} is not one of {TRANSITIONS}")
+            shots.append(Shot(str(r["prompt"]), float(r["duration"]), transition))
+        return tuple(shots)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise InvalidArgument("--storyboard", f"{path}: {e}; expected {STORYBOARD_HELP}") from None
+
+
+def request_from(args: argparse.Namespace) -> GenerationRequest:
+    from cinetron.core.video import decode_image, decode_mp4
+
+    shots = load_storyboard(args.storyboard) if args.storyboard is not None else ()
+    shots += tuple(parse_shot(s) for s in args.shot or ())
+    return GenerationRequest(
+        prompt=args.prompt,
+        negative_prompt=args.negative_prompt,
+        seed=args.seed,
+        steps=args.steps,
+        guidance=args.guidance,
+        scheduler=args.scheduler,
+        shift=args.shift,
+        request_id=args.request_id,
+        duration=args.duration,
+        shots=shots,
+        image=decode_image(args.image.read_bytes()) if args.image else None,
+        video=decode_mp4(args.video) if args.video else None,
+        strength=args.strength,
+        width=args.width,
+        height=args.height,
+        overlap=args.overlap,
+        carry_strength=args.carry_strength,
+    )
 
 
 def connect(args: argparse.Namespace) -> Transport:
@@ -84,32 +180,21 @@ def generate(args: argparse.Namespace) -> Path:
     from tqdm import tqdm
 
     from cinetron.core.pipeline import Pipeline, Progress
-    from cinetron.core.request import GenerationRequest, resolve
     from cinetron.core.video import write_frames, write_gif, write_mp4
 
-    request = GenerationRequest(
-        prompt=args.prompt,
-        negative_prompt=args.negative_prompt,
-        seed=args.seed,
-        steps=args.steps,
-        guidance=args.guidance,
-        scheduler=args.scheduler,
-        shift=args.shift,
-        request_id=args.request_id,
-    )
-    if beyond_cli.requested(args):  # long video, storyboard, image/video input, size
-        return beyond_cli.generate(args, request, connect)
     started = time.perf_counter()
+    request = request_from(args)
     with connect(args) as transport:
         pipeline = Pipeline(transport)
-        steps = resolve(request, transport.manifest).steps  # bad input fails before the bar
+        plan = pipeline.plan(request)  # bad input fails before the bar
+        steps = plan.total_steps
         bar = tqdm(total=steps, unit="step", desc="denoising", disable=args.quiet, file=sys.stderr)
 
         def on_progress(p: Progress) -> None:
             bar.update(p.step - bar.n)
 
         try:
-            video = pipeline.generate(request, on_progress=on_progress)
+            video = pipeline.run(plan, on_progress=on_progress)
         finally:
             bar.close()
     if video.prompt_truncated:
@@ -127,14 +212,27 @@ def generate(args: argparse.Namespace) -> Path:
         extras.append(f"{args.frames_dir}/frame_*.png")
     if args.judge:
         print(describe(video.frames, pipeline.manifest.family))
-    f, h, w, _ = video.frames.shape
+    n, h, w, _ = video.frames.shape
     r = video.request
+    shape = f"{n} frames = {n / video.fps:.1f} s, {w}x{h}, {video.fps} fps"
+    if len(video.windows) > 1 or plan.image is not None or plan.video is not None:
+        shape += f"; {len(video.windows)} windows, {len(video.shot_starts)} shots"
     print(
-        f"wrote {out} ({f} frames, {w}x{h}, {video.fps} fps; seed={r.seed} steps={r.steps} "
-        f"guidance={r.guidance:g} scheduler={r.scheduler}) in {time.perf_counter() - started:.1f} s"
+        f"wrote {out} ({shape}; seed={r.seed} steps={r.steps} guidance={r.guidance:g} "
+        f"scheduler={r.scheduler}) in {time.perf_counter() - started:.1f} s"
         + "".join(f"\nwrote {e}" for e in extras)
     )
+    if plan.image is not None:
+        print(f"first frame PSNR vs --image: {psnr(video.frames[0], plan.image):.1f} dB")
+    if args.seams and video.seams:
+        print(video.seam_report().line())
     return out
+
+
+def psnr(a: npt.NDArray[np.uint8], b: npt.NDArray[np.uint8]) -> float:
+    """Peak signal-to-noise ratio of two uint8 images, in dB (inf when identical)."""
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10.0 * float(np.log10(255.0**2 / mse))
 
 
 def describe(frames: npt.NDArray[np.uint8], family: str) -> str:

@@ -25,17 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from cinetron.core.compose import (
-    Composer,
-    CompositionRequest,
-    LongVideo,
-    Shot,
-    Transition,
-    seam_report,
-)
-from cinetron.core.pipeline import Pipeline
-from cinetron.core.request import GenerationRequest
+from cinetron.core.pipeline import Pipeline, Video
+from cinetron.core.request import GenerationRequest, Shot, Transition
 from cinetron.tools.evaluate import ATTRIBUTES, Score
+from cinetron.tools.generate import psnr
 from cinetron.tools.judge import centroid, judge, object_masks
 
 Attributes = tuple[str, str, str, str]
@@ -60,7 +53,7 @@ def demo_shots() -> tuple[Shot, ...]:
     return tuple(Shot(caption(a), d, t) for a, d, t in DEMO_SHOTS)
 
 
-def shot_segments(video: LongVideo) -> list[np.ndarray]:
+def shot_segments(video: Video) -> list[np.ndarray]:
     """The frames of each shot ``[N_s, H, W, 3]``."""
     ends = [*video.shot_starts[1:], len(video.frames)]
     return [video.frames[s:e] for s, e in zip(video.shot_starts, ends, strict=True)]
@@ -74,7 +67,7 @@ def judge_shot(frames: np.ndarray, expected: Attributes, clip: int) -> Score:
     return score
 
 
-def shot_table(video: LongVideo, expected: list[Attributes], clip: int) -> str:
+def shot_table(video: Video, expected: list[Attributes], clip: int) -> str:
     lines = [
         f"| shot | prompt | clips | {' | '.join(ATTRIBUTES)} | all four |",
         "|" + "---|" * (len(ATTRIBUTES) + 4),
@@ -90,12 +83,7 @@ def shot_table(video: LongVideo, expected: list[Attributes], clip: int) -> str:
     return "\n".join(lines)
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10.0 * float(np.log10(255.0**2 / mse))
-
-
-def image_to_video_psnr(composer: Composer, seeds: range, steps: int | None) -> list[float]:
+def image_to_video_psnr(pipeline: Pipeline, seeds: range, steps: int | None) -> list[float]:
     """i2v from rendered first frames of the world: PSNR of frame 0 vs the image."""
     from cinetron.models import world
 
@@ -104,8 +92,9 @@ def image_to_video_psnr(composer: Composer, seeds: range, steps: int | None) -> 
         rng = np.random.default_rng(seed)
         attrs = world.all_combinations()[int(rng.integers(len(world.all_combinations())))]
         image = world.render(world.sample_scene(rng, *attrs))[0]
-        base = GenerationRequest(caption(attrs), seed=seed, steps=steps)
-        video = composer.generate(CompositionRequest(base, image=image))
+        video = pipeline.generate(
+            GenerationRequest(caption(attrs), seed=seed, steps=steps, image=image)
+        )
         out.append(psnr(video.frames[0], image))
     return out
 
@@ -148,7 +137,7 @@ def extension_sources(scenes: int, seed: int = 3000) -> list[tuple[Attributes, n
     return out
 
 
-def extension_table(composer: Composer, scenes: int, seeds: int, steps: int | None) -> str:
+def extension_table(pipeline: Pipeline, scenes: int, seeds: int, steps: int | None) -> str:
     sources = extension_sources(scenes)
     lines = [
         f"{len(sources)} rendered clips × {seeds} seeds, one extension window each; judged on "
@@ -161,11 +150,15 @@ def extension_table(composer: Composer, scenes: int, seeds: int, steps: int | No
         motion, looks, jumps, started = [], [], [], time.perf_counter()
         for attrs, clip in sources:
             for seed in range(seeds):
-                base = GenerationRequest(caption(attrs), seed=seed, steps=steps)
-                request = CompositionRequest(
-                    base, video=clip, overlap=overlap, carry_strength=strength
+                request = GenerationRequest(
+                    caption(attrs),
+                    seed=seed,
+                    steps=steps,
+                    video=clip,
+                    overlap=overlap,
+                    carry_strength=strength,
                 )
-                video = composer.generate(request)
+                video = pipeline.generate(request)
                 verdict = judge(video.frames[-len(clip) :])
                 motion.append(verdict.motion == attrs[3])
                 looks.append((verdict.background, verdict.color, verdict.shape) == attrs[:3])
@@ -206,13 +199,12 @@ def main(argv: list[str] | None = None) -> int:
             server = stack.enter_context(TritonServer(args.repo, ready_timeout=180))
             url = server.grpc_url
         transport = stack.enter_context(TritonGrpcTransport(url))
-        composer = Composer(Pipeline(transport))
+        pipeline = Pipeline(transport)
         started = time.perf_counter()
-        request = CompositionRequest(
-            GenerationRequest(caption(DEMO_SHOTS[0][0]), seed=args.seed, steps=args.steps),
-            shots=demo_shots(),
+        request = GenerationRequest(
+            caption(DEMO_SHOTS[0][0]), seed=args.seed, steps=args.steps, shots=demo_shots()
         )
-        video = composer.generate(request)
+        video = pipeline.generate(request)
         seconds = time.perf_counter() - started
         write_mp4(args.out, video.frames, video.fps)
         n = len(video.frames)
@@ -224,15 +216,16 @@ def main(argv: list[str] | None = None) -> int:
         print("\n### Per-shot accuracy (judge on each whole clip of the shot)\n")
         clip = transport.manifest.frames
         print(shot_table(video, [a for a, _, _ in DEMO_SHOTS], clip))
-        print(f"\n### Seams\n\n{seam_report(video).line()}")
+        report = video.seam_report()
+        print(f"\n### Seams\n\n{report.line()}")
         if args.i2v:
-            values = image_to_video_psnr(composer, range(args.i2v), args.steps)
+            values = image_to_video_psnr(pipeline, range(args.i2v), args.steps)
             print(
                 f"\n### Image-to-video\n\nfirst-frame PSNR over {len(values)} images: "
                 f"mean {np.mean(values):.1f} dB, min {np.min(values):.1f} dB"
             )
         if args.extension_scenes:
-            table = extension_table(composer, args.extension_scenes, 2, args.steps)
+            table = extension_table(pipeline, args.extension_scenes, 2, args.steps)
             print(f"\n### Extension (overlap and carry strength side by side)\n\n{table}")
     return 0
 

@@ -154,6 +154,42 @@ def _numpy_major() -> int:
     return int(version("numpy").split(".")[0])
 
 
+def _venv(env: Path, pip_args: list[str], what: str) -> Path:
+    """A venv at ``env`` (made aside, renamed into place, so a concurrent first start never
+    sees half of it) with ``pip install <pip_args>``; returns its site-packages."""
+    staging = env.with_name(f"{env.name}.tmp-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    base = getattr(sys, "_base_executable", sys.executable)
+    python = staging / "bin" / "python"
+    try:
+        subprocess.run([base, "-m", "venv", "--without-pip", str(staging)], check=True)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "--python", str(python), "install", "-q", *pip_args],
+            check=True,
+        )
+    except (OSError, subprocess.CalledProcessError) as e:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise TritonStartError(
+            f"could not prepare {what} in {env} ({e}); it needs `pip install "
+            f"{' '.join(pip_args)}` from PyPI once. Retry with network access"
+        ) from e
+    return Path(
+        subprocess.check_output(
+            [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            text=True,
+        ).strip()
+    ).relative_to(staging)
+
+
+def _publish(staging: Path, env: Path) -> Path:
+    (staging / ".ready").touch()
+    try:
+        staging.rename(env)
+    except OSError:  # another process finished first
+        shutil.rmtree(staging, ignore_errors=True)
+    return env / "bin"
+
+
 def stub_env(tree: Path = DEFAULT_TREE) -> Path:
     """The Python environment the backend stubs run in; returns its ``bin`` directory.
 
@@ -161,7 +197,7 @@ def stub_env(tree: Path = DEFAULT_TREE) -> Path:
     numpy 2 every tensor it hands to Python arrives corrupted (zeros, or the first
     byte repeated) and BYTES inputs crash the stub. So when this venv has numpy 2,
     the stubs get a small venv of their own that holds only numpy 1.26 and then adds
-    this venv's site-packages (onnxruntime, tokenizers, cinetron) after it.
+    this venv's site-packages (onnxruntime, tokenizers) after it.
     """
     here = Path(sys.executable).parent
     if _numpy_major() < 2:
@@ -169,51 +205,30 @@ def stub_env(tree: Path = DEFAULT_TREE) -> Path:
     env = tree / "stub-env"
     if (env / ".ready").exists():
         return env / "bin"
-    # Built aside and renamed into place, so a concurrent first start never sees half of it.
-    staging = tree / f"stub-env.tmp-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    base = getattr(sys, "_base_executable", sys.executable)
-    python = staging / "bin" / "python"
-    try:
-        subprocess.run([base, "-m", "venv", "--without-pip", str(staging)], check=True)
-        purelib = Path(
-            subprocess.check_output(
-                [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                text=True,
-            ).strip()
-        )
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "--python",
-                str(python),
-                "install",
-                "-q",
-                "--no-deps",
-                STUB_NUMPY,
-            ],
-            check=True,
-        )
-    except (OSError, subprocess.CalledProcessError) as e:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise TritonStartError(
-            f"could not prepare the Python-backend stub environment in {env} ({e}); it needs "
-            f"`pip install {STUB_NUMPY}` from PyPI once. Retry with network access, or install "
-            "numpy<2 into this venv"
-        ) from e
+    purelib = _venv(env, ["--no-deps", STUB_NUMPY], "the Python-backend stub environment")
+    staging = env.with_name(f"{env.name}.tmp-{os.getpid()}")
     site_packages = sysconfig.get_paths()["purelib"]
     # Appended after the stub env's own site-packages, so its numpy 1.x wins.
-    (purelib / "zz_cinetron_venv.pth").write_text(
+    (staging / purelib / "zz_cinetron_venv.pth").write_text(
         f"import site; site.addsitedir({site_packages!r})\n"
     )
-    (staging / ".ready").touch()
-    try:
-        staging.rename(env)
-    except OSError:  # another process finished first
-        shutil.rmtree(staging, ignore_errors=True)
-    return env / "bin"
+    return _publish(staging, env)
+
+
+def image_env(requirements: Path, tree: Path = DEFAULT_TREE) -> Path:
+    """A stub environment with nothing but ``requirements`` installed (the serving image's
+    ``deploy/docker/triton-requirements.txt``); returns its ``bin`` directory. Serving the
+    repository from it proves the models need nothing else of the project."""
+    env = tree / "image-env"
+    stamp = env / ".ready"
+    if stamp.exists() and stamp.read_text() == requirements.read_text():
+        return env / "bin"
+    shutil.rmtree(env, ignore_errors=True)
+    _venv(env, ["-r", str(requirements)], "the serving image's Python environment")
+    staging = env.with_name(f"{env.name}.tmp-{os.getpid()}")
+    bin_dir = _publish(staging, env)
+    stamp.write_text(requirements.read_text())
+    return bin_dir
 
 
 def server_env(python_bin: Path, base: dict[str, str] | None = None) -> dict[str, str]:
@@ -258,6 +273,7 @@ class TritonServer:
         echo: IO[str] | None = None,
         tree: Path = DEFAULT_TREE,
         extra_args: tuple[str, ...] = (),
+        python_env: Path | None = None,
     ) -> None:
         self.repository = Path(repository).resolve()
         self.ports = {"http": http_port, "grpc": grpc_port, "metrics": metrics_port}
@@ -266,6 +282,7 @@ class TritonServer:
         self.echo = echo
         self.tree = tree
         self.extra_args = extra_args
+        self.python_env = python_env  # the stubs' Python bin dir (default: stub_env)
         self.startup_seconds: float | None = None
         self._process: subprocess.Popen[str] | None = None
         self._tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
@@ -331,7 +348,7 @@ class TritonServer:
                 "run `cinetron export` (or `make export`) first"
             )
         server_tree(self.tree)
-        self._python_bin = stub_env(self.tree)
+        self._python_bin = self.python_env or stub_env(self.tree)
         picked = [k for k, v in self.ports.items() if not v]
         for attempt in range(3):
             for key in picked:

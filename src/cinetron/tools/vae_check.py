@@ -11,12 +11,12 @@ import argparse
 import numpy as np
 import torch
 
+from cinetron.core.transport import to_uint8_frames
 from cinetron.models import world
 from cinetron.models.loading import DEFAULT_WEIGHTS, load_vae
 from cinetron.models.train import to_unit
 from cinetron.models.vae import VideoAutoencoder
 from cinetron.tools.judge import judge
-from cinetron.transports.base import to_uint8_frames
 
 ATTRIBUTES = ("background", "color", "shape", "motion")
 

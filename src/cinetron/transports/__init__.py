@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from cinetron.transports.base import PromptEmbeddings, Transport, to_uint8_frames
+from cinetron.core.transport import PromptEmbeddings, Transport, to_uint8_frames
 
 TransportKind = Literal["triton", "triton-shm", "onnx", "torch"]
 TRANSPORTS: tuple[TransportKind, ...] = ("triton", "triton-shm", "onnx", "torch")

@@ -1,8 +1,9 @@
 """In-process ONNX Runtime over an exported model repository: no server, same ONNX files.
 
 Runs exactly the graphs Triton serves (``<repo>/<model>/1/model.onnx``) with the
-tokenizer file the Triton ``tokenizer`` model uses, so its frames are the reference
-that served frames are compared against.
+tokenizer file the Triton ``tokenizer`` model uses and the same session settings
+(``cinetron.triton_backend.sessions``), so its frames are the reference that served
+frames are compared against.
 """
 
 from __future__ import annotations
@@ -11,11 +12,20 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
-import onnxruntime as ort
 
 from cinetron.contract.manifest import ModelManifest
+from cinetron.contract.names import ONNX_MODELS, Models
+from cinetron.contract.names import Tensors as T
 from cinetron.core.errors import Unavailable
-from cinetron.transports.base import PromptEmbeddings, Transport, to_uint8_frames
+from cinetron.core.transport import (
+    Frames,
+    Latents,
+    PromptEmbeddings,
+    Transport,
+    to_uint8_frames,
+    to_unit_video,
+)
+from cinetron.triton_backend.sessions import cpu_session
 from cinetron.triton_backend.text import PromptTokenizer
 
 DEFAULT_REPOSITORY = Path("model_repository")
@@ -31,63 +41,61 @@ def repository_file(repo: Path, *parts: str) -> Path:
     return path
 
 
-def cpu_session(path: Path, threads: int = 1, spinning: bool = True) -> ort.InferenceSession:
-    """An onnxruntime CPU session: ``threads`` intra-op threads, one inter-op thread, and
-    threads that busy-wait between parallel sections when ``spinning`` (its default)."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", str(int(spinning)))
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
 class OnnxLocalTransport(Transport):
     """``threads``: onnxruntime intra-op threads per session (1 matches the Triton cpu
     flavour). ``spinning``: whether those threads busy-wait between parallel sections
-    (onnxruntime's default; the served models' ``allow_spinning``)."""
+    (onnxruntime's default; the served models' ``allow_spinning``). The repository's
+    ``vae_encoder``, when it has one, encodes video."""
 
     def __init__(
         self, repo_dir: str | Path = DEFAULT_REPOSITORY, threads: int = 1, spinning: bool = True
     ) -> None:
         repo = Path(repo_dir)
+        self.where = f"the model repository at {repo}"
         self.manifest: ModelManifest = ModelManifest.load(repository_file(repo, "cinetron.json"))
         self.tokenizer = PromptTokenizer(
-            repository_file(repo, "tokenizer", "1", "tokenizer", "tokenizer.json"),
+            repository_file(repo, Models.TOKENIZER, "1", "tokenizer", "tokenizer.json"),
             self.manifest.text_length,
         )
+        models = list(ONNX_MODELS)
+        self.can_encode_video = (repo / Models.VAE_ENCODER / "1" / "model.onnx").exists()
+        if self.can_encode_video:
+            models.append(Models.VAE_ENCODER)
         self.sessions = {
             name: cpu_session(repository_file(repo, name, "1", "model.onnx"), threads, spinning)
-            for name in ("text_encoder", "denoiser", "vae_decoder")
+            for name in models
         }
 
     def _run(self, model: str, output: str, **feeds: npt.NDArray[np.generic]) -> npt.NDArray:
-        return self.sessions[model].run([output], feeds)[0]
+        return np.asarray(self.sessions[model].run([output], feeds)[0])
 
     def encode_prompt(self, prompts: list[str], request_id: str = "") -> PromptEmbeddings:
         t = self.tokenizer(prompts)
-        embeds = self._run(
-            "text_encoder", "text_embeds", input_ids=t.input_ids, attention_mask=t.attention_mask
-        )
+        feeds = {T.INPUT_IDS: t.input_ids, T.ATTENTION_MASK: t.attention_mask}
+        embeds = self._run(Models.TEXT_ENCODER, T.TEXT_EMBEDS, **feeds)
         return PromptEmbeddings(embeds.astype(np.float32), t.attention_mask, t.token_counts)
 
     def denoise(
         self,
-        latents: npt.NDArray[np.float32],
+        latents: Latents,
         timestep: npt.NDArray[np.float32],
         text_embeds: npt.NDArray[np.float32],
         text_mask: npt.NDArray[np.int64],
         request_id: str = "",
-    ) -> npt.NDArray[np.float32]:
-        return self._run(
-            "denoiser",
-            "velocity",
-            latents=latents,
-            timestep=timestep.reshape(-1),
-            text_embeds=text_embeds,
-            text_mask=text_mask,
-        )
+    ) -> Latents:
+        feeds = {
+            T.LATENTS: latents,
+            T.TIMESTEP: timestep.reshape(-1),
+            T.TEXT_EMBEDS: text_embeds,
+            T.TEXT_MASK: text_mask,
+        }
+        return self._run(Models.DENOISER, T.VELOCITY, **feeds)
 
-    def decode_video(
-        self, latents: npt.NDArray[np.float32], request_id: str = ""
-    ) -> npt.NDArray[np.uint8]:
-        return to_uint8_frames(self._run("vae_decoder", "video", latents=latents))
+    def decode_video(self, latents: Latents, request_id: str = "") -> Frames:
+        return to_uint8_frames(self._run(Models.VAE_DECODER, T.VIDEO, **{T.LATENTS: latents}))
+
+    def encode_video(self, frames: Frames, request_id: str = "") -> Latents:
+        if not self.can_encode_video:
+            raise self.no_encoder()
+        video = to_unit_video(frames)
+        return self._run(Models.VAE_ENCODER, T.LATENTS, **{T.VIDEO: video}).astype(np.float32)

@@ -13,9 +13,16 @@ import numpy.typing as npt
 import torch
 
 from cinetron.contract.manifest import ModelManifest
+from cinetron.core.transport import (
+    Frames,
+    Latents,
+    PromptEmbeddings,
+    Transport,
+    to_uint8_frames,
+    to_unit_video,
+)
 from cinetron.models.loading import DEFAULT_WEIGHTS, load_dit, load_vae, shapes_manifest
 from cinetron.models.text_encoder import TextEncoder, tokenizer_file
-from cinetron.transports.base import PromptEmbeddings, Transport, to_uint8_frames
 from cinetron.triton_backend.text import PromptTokenizer
 
 DTYPES = ("fp32", "bf16")
@@ -41,6 +48,8 @@ class TorchNetworks(Transport):
         self.device, self.dtype = torch.device(device), dtype
         self.dit = load_dit(weights).to(self.device)
         self.vae = load_vae(weights).to(self.device)
+        self.can_encode_video = True
+        self.where = f"the torch weights at {weights}"
 
     def autocast(self) -> contextlib.AbstractContextManager[object]:
         if self.dtype == "fp32":
@@ -69,6 +78,13 @@ class TorchNetworks(Transport):
         with self.autocast():
             video = self.vae.decode(torch.from_numpy(latents).to(self.device))
         return to_uint8_frames(video.float().cpu().numpy())
+
+    @torch.inference_mode()
+    def encode_video(self, frames: Frames, request_id: str = "") -> Latents:
+        video = torch.from_numpy(to_unit_video(frames)).to(self.device)
+        with self.autocast():
+            latents = self.vae.encode(video)
+        return latents.float().cpu().numpy().astype(np.float32)
 
 
 class TorchTransport(TorchNetworks):

@@ -1,7 +1,8 @@
-"""Triton over gRPC (tritonclient): the three served models, one call each.
+"""Triton over gRPC (tritonclient): the served models, one call each.
 
 ``encode_prompt`` and ``decode_video`` are Triton ensembles; ``denoiser`` is called
-once per model evaluation with CFG's cond and uncond as one batch of 2. The model
+once per model evaluation with CFG's cond and uncond as one batch of 2; ``vae_encoder``
+(when the repository has it) encodes video for image/video conditioning. The model
 manifest (``cinetron.json``) comes from Triton itself — the ``cinetron_manifest``
 parameter of the ``denoiser`` config — because a client cannot read the server's disk.
 """
@@ -17,13 +18,12 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from cinetron.contract.manifest import MANIFEST_PARAMETER, ModelManifest
+from cinetron.contract.names import MANIFEST_MODEL, PIPELINE_MODELS, Models
+from cinetron.contract.names import Tensors as T
 from cinetron.core.errors import ModelError, Unavailable
-from cinetron.transports.base import PromptEmbeddings, Transport
+from cinetron.core.transport import Frames, Latents, PromptEmbeddings, Transport, to_unit_video
 
 DEFAULT_URL = "127.0.0.1:8001"
-DENOISER_MODEL = "denoiser"
-MANIFEST_MODEL = DENOISER_MODEL  # its config carries cinetron.json
-REQUIRED_MODELS = ("encode_prompt", DENOISER_MODEL, "decode_video")
 
 # Status codes that mean "the server or the model is not there (yet)": retrying may work.
 _UNAVAILABLE_CODES = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "NOT_FOUND", "CANCELLED")
@@ -77,9 +77,10 @@ class TritonGrpcTransport(Transport):
         manifest: ModelManifest | None = None,
         timeout_s: float = 120.0,
         connect_timeout_s: float = 10.0,
-        denoiser_model: str = DENOISER_MODEL,
+        denoiser_model: str = Models.DENOISER,
     ) -> None:
         self.url, self.timeout_s = url, timeout_s
+        self.where = f"the Triton server at {url}"
         self.denoiser_model = denoiser_model
         try:
             self.client = grpcclient.InferenceServerClient(url)
@@ -87,6 +88,14 @@ class TritonGrpcTransport(Transport):
             raise Unavailable(f"cannot connect to Triton at {url!r}: {e.message()}") from None
         self._check_ready(connect_timeout_s)
         self.manifest = manifest if manifest is not None else self._served_manifest()
+        # Decided once, at connect: a slow server later must not flip what we offer.
+        self.can_encode_video = self._model_ready(Models.VAE_ENCODER, connect_timeout_s)
+
+    def _model_ready(self, model: str, timeout_s: float) -> bool:
+        try:
+            return bool(self.client.is_model_ready(model, client_timeout=timeout_s))
+        except InferenceServerException:
+            return False
 
     def _check_ready(self, timeout_s: float) -> None:
         try:
@@ -99,7 +108,7 @@ class TritonGrpcTransport(Transport):
             ) from None
         if not live:
             raise Unavailable(f"Triton at {self.url} is not live yet; retry in a few seconds")
-        for model in dict.fromkeys((*REQUIRED_MODELS, self.denoiser_model)):
+        for model in dict.fromkeys((*PIPELINE_MODELS, self.denoiser_model)):
             try:
                 ready = self.client.is_model_ready(model, client_timeout=timeout_s)
             except InferenceServerException as e:
@@ -137,10 +146,10 @@ class TritonGrpcTransport(Transport):
 
     def encode_prompt(self, prompts: list[str], request_id: str = "") -> PromptEmbeddings:
         text = np.array([[p.encode("utf-8")] for p in prompts], dtype=np.object_)  # [B, 1]
-        names = ("text_embeds", "text_mask", "token_count")
+        names = (T.TEXT_EMBEDS, T.TEXT_MASK, T.TOKEN_COUNT)
         result = self._infer(
-            "encode_prompt",
-            [_input("PROMPT", text, "BYTES")],
+            Models.ENCODE_PROMPT,
+            [_input(T.PROMPT, text, "BYTES")],
             [grpcclient.InferRequestedOutput(n) for n in names],
             request_id,
         )
@@ -149,33 +158,42 @@ class TritonGrpcTransport(Transport):
 
     def denoise(
         self,
-        latents: npt.NDArray[np.float32],
+        latents: Latents,
         timestep: npt.NDArray[np.float32],
         text_embeds: npt.NDArray[np.float32],
         text_mask: npt.NDArray[np.int64],
         request_id: str = "",
-    ) -> npt.NDArray[np.float32]:
+    ) -> Latents:
         inputs = [
-            _input("latents", latents, "FP32"),
-            _input("timestep", timestep.reshape(-1, 1), "FP32"),
-            _input("text_embeds", text_embeds, "FP32"),
-            _input("text_mask", text_mask, "INT64"),
+            _input(T.LATENTS, latents, "FP32"),
+            _input(T.TIMESTEP, timestep.reshape(-1, 1), "FP32"),
+            _input(T.TEXT_EMBEDS, text_embeds, "FP32"),
+            _input(T.TEXT_MASK, text_mask, "INT64"),
         ]
-        result = self._infer(
-            self.denoiser_model, inputs, [grpcclient.InferRequestedOutput("velocity")], request_id
-        )
-        return result.as_numpy("velocity")
+        velocity = grpcclient.InferRequestedOutput(T.VELOCITY)
+        result = self._infer(self.denoiser_model, inputs, [velocity], request_id)
+        return np.asarray(result.as_numpy(T.VELOCITY))
 
-    def decode_video(
-        self, latents: npt.NDArray[np.float32], request_id: str = ""
-    ) -> npt.NDArray[np.uint8]:
+    def decode_video(self, latents: Latents, request_id: str = "") -> Frames:
         result = self._infer(
-            "decode_video",
-            [_input("latents", latents, "FP32")],
-            [grpcclient.InferRequestedOutput("frames")],
+            Models.DECODE_VIDEO,
+            [_input(T.LATENTS, latents, "FP32")],
+            [grpcclient.InferRequestedOutput(T.FRAMES)],
             request_id,
         )
-        return result.as_numpy("frames")
+        return np.asarray(result.as_numpy(T.FRAMES))
+
+    def encode_video(self, frames: Frames, request_id: str = "") -> Latents:
+        if not self.can_encode_video:
+            raise self.no_encoder()
+        video = to_unit_video(frames)
+        result = self._infer(
+            Models.VAE_ENCODER,
+            [_input(T.VIDEO, video, "FP32")],
+            [grpcclient.InferRequestedOutput(T.LATENTS)],
+            request_id,
+        )
+        return np.asarray(result.as_numpy(T.LATENTS), dtype=np.float32)
 
     def close(self) -> None:
         self.client.close()

@@ -27,10 +27,11 @@ import tritonclient.utils.shared_memory as shm
 from tritonclient.utils import InferenceServerException
 
 from cinetron.contract.manifest import ModelManifest
+from cinetron.contract.names import Models
+from cinetron.contract.names import Tensors as T
 from cinetron.core.errors import Unavailable
 from cinetron.transports.triton_grpc import (
     DEFAULT_URL,
-    DENOISER_MODEL,
     TritonGrpcTransport,
     _input,
     translate_error,
@@ -73,7 +74,7 @@ class TritonShmTransport(TritonGrpcTransport):
         manifest: ModelManifest | None = None,
         timeout_s: float = 120.0,
         connect_timeout_s: float = 10.0,
-        denoiser_model: str = DENOISER_MODEL,
+        denoiser_model: str = Models.DENOISER,
     ) -> None:
         super().__init__(url, manifest, timeout_s, connect_timeout_s, denoiser_model)
         prefix = f"cinetron_{os.getpid()}_{uuid.uuid4().hex[:8]}"
@@ -126,16 +127,16 @@ class TritonShmTransport(TritonGrpcTransport):
         shm.set_shared_memory_region(self._latents.handle, [latents])
         self._write_text(text_embeds, text_mask)
 
-        x = grpcclient.InferInput("latents", list(latents.shape), "FP32")
+        x = grpcclient.InferInput(T.LATENTS, list(latents.shape), "FP32")
         x.set_shared_memory(self._latents.name, latents.nbytes)
-        embeds = grpcclient.InferInput("text_embeds", list(text_embeds.shape), "FP32")
+        embeds = grpcclient.InferInput(T.TEXT_EMBEDS, list(text_embeds.shape), "FP32")
         embeds.set_shared_memory(self._text.name, text_embeds.nbytes)
-        mask = grpcclient.InferInput("text_mask", list(text_mask.shape), "INT64")
+        mask = grpcclient.InferInput(T.TEXT_MASK, list(text_mask.shape), "INT64")
         mask.set_shared_memory(self._text.name, text_mask.nbytes, offset=text_embeds.nbytes)
-        velocity = grpcclient.InferRequestedOutput("velocity")
+        velocity = grpcclient.InferRequestedOutput(T.VELOCITY)
         velocity.set_shared_memory(self._velocity.name, latents.nbytes)
 
-        t = _input("timestep", timestep.reshape(-1, 1).astype(np.float32), "FP32")
+        t = _input(T.TIMESTEP, timestep.reshape(-1, 1).astype(np.float32), "FP32")
         self._infer(self.denoiser_model, [x, t, embeds, mask], [velocity], request_id)
         # a copy: the region is overwritten by the next step
         return np.array(shm.get_contents_as_numpy(self._velocity.handle, np.float32, latents.shape))

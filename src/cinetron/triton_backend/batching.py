@@ -1,4 +1,4 @@
-"""Shared code of the cpu-flavour Python-backend models (runs inside Triton's stub).
+"""What every Python-backend model shares: its config, and one runtime call per batch.
 
 Triton hands ``execute`` every request the dynamic batcher collected. The point of
 batching is ONE runtime call for all of them, so ``run_batched`` concatenates the
@@ -6,13 +6,13 @@ requests' inputs along the batch axis, calls the model once and splits the outpu
 back per request. A request with malformed inputs gets its own error response; the
 others in the batch still run.
 
-No torch here: the serving environment installs ``cinetron[serve]`` only.
+Tensor names come from the model's config (``input_names``, ``io_dims``), which the
+exporter wrote from ``cinetron.contract``: nothing here spells one.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,10 @@ def version_dir(args: dict[str, str]) -> Path:
 def parameter(config: dict[str, Any], key: str, default: str) -> str:
     value = config.get("parameters", {}).get(key, {}).get("string_value")
     return default if value in (None, "") else str(value)
+
+
+def input_names(config: dict[str, Any]) -> list[str]:
+    return [t["name"] for t in config["input"]]
 
 
 def io_dims(config: dict[str, Any], section: str) -> dict[str, tuple[int, ...]]:
@@ -127,45 +131,3 @@ def run_batched(
             responses[i] = pb.InferenceResponse(output_tensors=tensors)
             start += n
     return responses
-
-
-class OnnxRuntimeModel:
-    """A Triton Python model that runs ``<version>/<onnx_file>`` with onnxruntime.
-
-    Config parameters: ``onnx_file`` (default ``model.onnx``), ``intra_op_threads``
-    (default 1) and ``allow_spinning`` (default 1: onnxruntime's own default, its
-    threads busy-wait between parallel sections; 0 lets them sleep, which is what
-    instances × threads > cores needs, and what the 2-thread latency setting wants).
-    """
-
-    def initialize(self, args: dict[str, str]) -> None:
-        import onnxruntime as ort
-
-        config = model_config(args)
-        path = version_dir(args) / parameter(config, "onnx_file", "model.onnx")
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = int(parameter(config, "intra_op_threads", "1"))
-        opts.inter_op_num_threads = 1
-        spinning = parameter(config, "allow_spinning", "1")
-        opts.add_session_config_entry("session.intra_op.allow_spinning", spinning)
-        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        self.input_names = [t["name"] for t in config["input"]]
-        self.output_dims = io_dims(config, "output")
-        # The graph may want another per-sample shape than the wire (timestep: [1] → []).
-        self.graph_dims = {
-            i.name: tuple(int(d) for d in i.shape[1:]) for i in self.session.get_inputs()
-        }
-        print(
-            f"event=onnx_model_loaded model={args['model_name']} file={path} "
-            f"intra_op_threads={opts.intra_op_num_threads} allow_spinning={spinning} "
-            f"pid={os.getpid()}",
-            flush=True,
-        )
-
-    def _run(self, feeds: dict[str, Array]) -> dict[str, Array]:
-        shaped = {n: a.reshape(a.shape[0], *self.graph_dims[n]) for n, a in feeds.items()}
-        names = list(self.output_dims)
-        return dict(zip(names, self.session.run(names, shaped), strict=True))
-
-    def execute(self, requests: list[Any]) -> list[Any]:
-        return run_batched(requests, self.input_names, self.output_dims, self._run)

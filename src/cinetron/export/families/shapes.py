@@ -1,47 +1,39 @@
-"""torch → ONNX for the three networks, with a parity check against torch.
-
-Exporter: ``torch.onnx.export(..., dynamo=True)``. The TorchScript exporter can give
-silently wrong dynamic shapes on transformers (EXPORT_NOTES.md), so it is not used.
-Dynamo specialises any dimension that is 1 in the example, so the examples use
-batch 2; every export is then checked with onnxruntime at batch 1 *and* 2.
+"""The built-in shapes model → ONNX components and a complete Triton repository.
 
 Only the batch axis is dynamic: the served model has one latent shape and one text
 length (``cinetron.json``), and fixed shapes let TensorRT build one tight profile.
+Every network is checked at batch 1, 2 and 3 on random inputs and on real ones (real
+prompts through the real text encoder, latents of rendered clips).
 """
 
 from __future__ import annotations
 
-import logging
-import time
-import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import numpy.typing as npt
-import onnx
-import onnxruntime as ort
 import torch
 from torch import nn
 
 from cinetron.contract.manifest import ModelManifest
-from cinetron.models.dit import VideoDiT
-from cinetron.models.loading import load_dit, load_vae
+from cinetron.contract.names import ONNX_MODELS, Models
+from cinetron.contract.names import Tensors as T
+from cinetron.export.component import EXAMPLE_BATCH, Component, Feeds, Log, export_components
+from cinetron.export.configs import RepositoryOptions
+from cinetron.export.repository import (
+    ExportReport,
+    copy_onnx,
+    finish,
+    install_tokenizer,
+    write_layout,
+)
+from cinetron.models import world
+from cinetron.models.loading import load_dit, load_vae, shapes_manifest
 from cinetron.models.text_encoder import TextEncoder, tokenizer_file
 from cinetron.models.vae import VideoAutoencoder
 from cinetron.triton_backend.text import PromptTokenizer
 
-OPSET = 20
-EXAMPLE_BATCH = 2  # ≥ 2: dynamo would freeze a batch axis that is 1 in the example
-CHECK_BATCHES = (1, 2, 3)
-
-Feeds = dict[str, npt.NDArray[np.generic]]
-
-_NOISY_LOGGERS = (
-    "torch.onnx._internal.exporter._registration",
-    "onnxscript.optimizer._constant_folding",
-)
+CHECK_BATCHES = (1, 3)  # besides the example's EXAMPLE_BATCH
 
 # Real prompts for the "real inputs" parity check (the same style the model is trained on).
 REAL_PROMPTS = (
@@ -49,23 +41,11 @@ REAL_PROMPTS = (
     "a small green triangle growing on a white background",
     "",
 )
-
-
-class DenoiserForExport(nn.Module):
-    """VideoDiT with the exported signature: ``timestep`` is ``[B]`` float32."""
-
-    def __init__(self, dit: VideoDiT) -> None:
-        super().__init__()
-        self.dit = dit
-
-    def forward(
-        self,
-        latents: torch.Tensor,  # [B, C, T, H, W]
-        timestep: torch.Tensor,  # [B]
-        text_embeds: torch.Tensor,  # [B, L, D]
-        text_mask: torch.Tensor,  # [B, L] int64
-    ) -> torch.Tensor:
-        return self.dit(latents, timestep, text_embeds, text_mask)
+REAL_SCENES = (
+    ("black", "red", "circle", "left"),
+    ("white", "blue", "triangle", "grows"),
+    ("gray", "yellow", "square", "still"),
+)
 
 
 class VaeDecoderForExport(nn.Module):
@@ -90,43 +70,30 @@ class VaeEncoderForExport(nn.Module):
         return self.vae.encode(video)
 
 
-@dataclass(frozen=True)
-class OnnxModel:
-    """One network to export: its module, I/O names and input generators."""
-
-    name: str
-    module: nn.Module
-    input_names: tuple[str, ...]
-    output_name: str
-    random_inputs: Callable[[int, np.random.Generator], Feeds]  # batch, rng → feeds
-    real_inputs: Callable[[], Feeds]
+def rendered_clips(scenes: tuple[tuple[str, str, str, str], ...]) -> np.ndarray:
+    """Clips of the world as the VAE reads them: ``[B, 3, F, H, W]`` in [-1, 1]."""
+    rng = np.random.default_rng(0)
+    clips = np.stack([world.render(world.sample_scene(rng, *s)) for s in scenes])
+    video = clips.astype(np.float32) / 127.5 - 1.0
+    return np.ascontiguousarray(video.transpose(0, 4, 1, 2, 3))
 
 
-@dataclass(frozen=True)
-class Parity:
-    """Max abs error of onnxruntime vs torch on the same inputs."""
-
-    model: str
-    random: float  # over all CHECK_BATCHES
-    real: float
-    output_scale: float  # max |torch output| on the real inputs, to read the error against
-    seconds: float  # export time
-
-    def line(self) -> str:
-        return (
-            f"parity model={self.model} random_max_abs={self.random:.2e} "
-            f"real_max_abs={self.real:.2e} output_max_abs={self.output_scale:.2f} "
-            f"export_s={self.seconds:.1f}"
-        )
+def _component(
+    name: str,
+    module: nn.Module,
+    inputs: tuple[str, ...],
+    output: str,
+    random: Callable[[int, np.random.Generator], Feeds],
+    real: Feeds,
+) -> Component:
+    rng = np.random.default_rng(0)
+    example = random(EXAMPLE_BATCH, rng)
+    checks = [random(b, np.random.default_rng(b)) for b in CHECK_BATCHES] + [real]
+    return Component(name, module.eval(), inputs, output, example, checks)
 
 
-def _text_feeds(manifest: ModelManifest, prompts: tuple[str, ...]) -> Feeds:
-    tok = PromptTokenizer(tokenizer_file(), manifest.text_length)(list(prompts))
-    return {"input_ids": tok.input_ids, "attention_mask": tok.attention_mask}
-
-
-def build_models(weights: Path, manifest: ModelManifest) -> list[OnnxModel]:
-    """The three networks with inputs shaped from the manifest."""
+def build_components(weights: Path, manifest: ModelManifest) -> list[Component]:
+    """The text encoder, denoiser, VAE decoder and VAE encoder, shaped from the manifest."""
     import transformers
 
     # The pooler weights it reports as unused are the ones we leave out on purpose.
@@ -134,200 +101,114 @@ def build_models(weights: Path, manifest: ModelManifest) -> list[OnnxModel]:
     transformers.logging.disable_progress_bar()
     L, D = manifest.text_length, manifest.text_dim
     latent = manifest.latent_shape
+    video_shape = (3, manifest.frames, manifest.height, manifest.width)
     text_encoder = TextEncoder().eval()
+    vae = load_vae(weights)
+    tokenizer = PromptTokenizer(tokenizer_file(), L)
+
+    def text_mask(b: int, rng: np.random.Generator) -> np.ndarray:
+        lengths = rng.integers(1, L + 1, size=b)
+        return (np.arange(L)[None] < lengths[:, None]).astype(np.int64)
 
     def text_random(b: int, rng: np.random.Generator) -> Feeds:
-        lengths = rng.integers(1, L + 1, size=b)
-        mask = (np.arange(L)[None] < lengths[:, None]).astype(np.int64)
+        mask = text_mask(b, rng)
         ids = rng.integers(0, 30000, size=(b, L)).astype(np.int64) * mask
-        return {"input_ids": ids, "attention_mask": mask}
+        return {T.INPUT_IDS: ids, T.ATTENTION_MASK: mask}
+
+    real_text = tokenizer(list(REAL_PROMPTS))
+    text_real = {T.INPUT_IDS: real_text.input_ids, T.ATTENTION_MASK: real_text.attention_mask}
+    with torch.inference_mode():
+        real_embeds = text_encoder(*(torch.from_numpy(v) for v in text_real.values())).numpy()
 
     def denoiser_random(b: int, rng: np.random.Generator) -> Feeds:
-        lengths = rng.integers(1, L + 1, size=b)
         return {
-            "latents": rng.standard_normal((b, *latent), dtype=np.float32),
-            "timestep": rng.uniform(0, 1000, size=b).astype(np.float32),
-            "text_embeds": rng.standard_normal((b, L, D), dtype=np.float32),
-            "text_mask": (np.arange(L)[None] < lengths[:, None]).astype(np.int64),
+            T.LATENTS: rng.standard_normal((b, *latent), dtype=np.float32),
+            T.TIMESTEP: rng.uniform(0, 1000, size=b).astype(np.float32),
+            T.TEXT_EMBEDS: rng.standard_normal((b, L, D), dtype=np.float32),
+            T.TEXT_MASK: text_mask(b, rng),
         }
 
-    def denoiser_real() -> Feeds:
-        text = _text_feeds(manifest, REAL_PROMPTS)
-        with torch.inference_mode():
-            embeds = text_encoder(*(torch.from_numpy(text[k]) for k in text)).numpy()
-        b = len(REAL_PROMPTS)
-        return {
-            "latents": np.random.default_rng(0).standard_normal((b, *latent), dtype=np.float32),
-            "timestep": np.array([999.0, 500.0, 50.0], np.float32),
-            "text_embeds": embeds.astype(np.float32),
-            "text_mask": text["attention_mask"],
-        }
+    denoiser_real = {
+        T.LATENTS: np.random.default_rng(0).standard_normal(
+            (len(REAL_PROMPTS), *latent), dtype=np.float32
+        ),
+        T.TIMESTEP: np.array([999.0, 500.0, 50.0], np.float32),
+        T.TEXT_EMBEDS: real_embeds.astype(np.float32),
+        T.TEXT_MASK: real_text.attention_mask,
+    }
+    clips = rendered_clips(REAL_SCENES)
+    with torch.inference_mode():
+        real_latents = vae.encode(torch.from_numpy(clips)).numpy()
 
-    def vae_random(b: int, rng: np.random.Generator) -> Feeds:
-        return {"latents": rng.standard_normal((b, *latent), dtype=np.float32)}
+    def latents_random(b: int, rng: np.random.Generator) -> Feeds:
+        return {T.LATENTS: rng.standard_normal((b, *latent), dtype=np.float32)}
 
-    def vae_real() -> Feeds:
-        # Latents of real videos: encode procedural clips with the trained encoder.
-        from cinetron.models import world
-
-        vae = load_vae(weights)
-        rng = np.random.default_rng(0)
-        scenes = [
-            ("black", "red", "circle", "left"),
-            ("white", "blue", "triangle", "grows"),
-            ("gray", "yellow", "square", "still"),
-        ]
-        clips = np.stack([world.render(world.sample_scene(rng, *s)) for s in scenes])
-        video = torch.from_numpy(clips).float().div(127.5).sub(1.0).permute(0, 4, 1, 2, 3)
-        with torch.inference_mode():
-            return {"latents": vae.encode(video.contiguous()).numpy()}
+    def video_random(b: int, rng: np.random.Generator) -> Feeds:
+        return {T.VIDEO: rng.uniform(-1, 1, size=(b, *video_shape)).astype(np.float32)}
 
     return [
-        OnnxModel(
-            "text_encoder",
+        _component(
+            Models.TEXT_ENCODER,
             text_encoder,
-            ("input_ids", "attention_mask"),
-            "text_embeds",
+            (T.INPUT_IDS, T.ATTENTION_MASK),
+            T.TEXT_EMBEDS,
             text_random,
-            lambda: _text_feeds(manifest, REAL_PROMPTS),
+            text_real,
         ),
-        OnnxModel(
-            "denoiser",
-            DenoiserForExport(load_dit(weights)).eval(),
-            ("latents", "timestep", "text_embeds", "text_mask"),
-            "velocity",
+        _component(
+            Models.DENOISER,
+            load_dit(weights),
+            (T.LATENTS, T.TIMESTEP, T.TEXT_EMBEDS, T.TEXT_MASK),
+            T.VELOCITY,
             denoiser_random,
             denoiser_real,
         ),
-        OnnxModel(
-            "vae_decoder",
-            VaeDecoderForExport(load_vae(weights)).eval(),
-            ("latents",),
-            "video",
-            vae_random,
-            vae_real,
+        _component(
+            Models.VAE_DECODER,
+            VaeDecoderForExport(vae),
+            (T.LATENTS,),
+            T.VIDEO,
+            latents_random,
+            {T.LATENTS: real_latents},
+        ),
+        _component(
+            Models.VAE_ENCODER,
+            VaeEncoderForExport(vae),
+            (T.VIDEO,),
+            T.LATENTS,
+            video_random,
+            {T.VIDEO: clips},
         ),
     ]
 
 
-def _torch_run(model: OnnxModel, feeds: Feeds) -> npt.NDArray[np.float32]:
-    with torch.inference_mode():
-        args = [torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in model.input_names]
-        return model.module(*args).numpy()
-
-
-def ort_session(path: Path, threads: int = 1) -> ort.InferenceSession:
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-
-
-def export_model(model: OnnxModel, path: Path) -> float:
-    """Write ``path`` (a single file, weights inline) and return the seconds it took."""
-    start = time.perf_counter()
-    example = model.random_inputs(EXAMPLE_BATCH, np.random.default_rng(0))
-    args = tuple(torch.from_numpy(example[n]) for n in model.input_names)
-    batch = torch.export.Dim("batch", min=1, max=1024)
-    dynamic = {n: {0: batch} for n in model.input_names}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        # Keep `cinetron export` readable: the exporter warns about torchvision ops we never
-        # use, and onnxscript's constant folder about shapes it leaves to runtime.
-        for name in _NOISY_LOGGERS:
-            logging.getLogger(name).setLevel(logging.ERROR)
-        program = torch.onnx.export(
-            model.module,
-            args,
-            dynamo=True,
-            opset_version=OPSET,
-            input_names=list(model.input_names),
-            output_names=[model.output_name],
-            dynamic_shapes=dynamic,
-            external_data=False,
-            verbose=False,
-        )
-    assert program is not None
-    program.save(str(path), external_data=False)
-    onnx.checker.check_model(str(path), full_check=True)
-    return time.perf_counter() - start
-
-
-def check_parity(model: OnnxModel, path: Path, seconds: float = 0.0) -> Parity:
-    """Run onnxruntime and torch on random inputs at every CHECK_BATCHES size and on real ones."""
-    session = ort_session(path)
-    rng = np.random.default_rng(1)
-    worst = 0.0
-    for b in CHECK_BATCHES:
-        feeds = model.random_inputs(b, rng)
-        got = session.run([model.output_name], feeds)[0]
-        want = _torch_run(model, feeds)
-        if got.shape != want.shape:
-            raise RuntimeError(
-                f"{model.name}: ONNX output shape {got.shape} != torch {want.shape} at batch {b}; "
-                "the batch axis was not exported as dynamic"
-            )
-        worst = max(worst, float(np.abs(got - want).max()))
-    feeds = model.real_inputs()
-    got = session.run([model.output_name], feeds)[0]
-    want = _torch_run(model, feeds)
-    real = float(np.abs(got - want).max())
-    return Parity(model.name, worst, real, float(np.abs(want).max()), seconds)
-
-
-def export_all(
+def write_repository(
+    out: Path,
     weights: Path,
-    manifest: ModelManifest,
-    paths: dict[str, Path],
-    log: Callable[[str], None] = print,
-) -> list[Parity]:
-    """Export each network named in ``paths`` (name → model.onnx path) and check its parity."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the parity runs are tiny; don't fight the trainer for cores
-    results = []
-    try:
-        for model in build_models(weights, manifest):
-            if model.name not in paths:
-                continue
-            seconds = export_model(model, paths[model.name])
-            result = check_parity(model, paths[model.name], seconds)
-            log(result.line())
-            results.append(result)
-    finally:
-        torch.set_num_threads(threads)
-    return results
+    options: RepositoryOptions,
+    onnx_from: Path | None = None,
+    log: Log = print,
+) -> ExportReport:
+    """Export the shapes model from ``weights`` into the repository ``out``.
 
-
-def build_encoder(weights: Path, manifest: ModelManifest) -> OnnxModel:
-    """The optional ``vae_encoder`` (image-to-video, video-to-video), checked like the others."""
-    from cinetron.models import world
-
-    shape = (3, manifest.frames, manifest.height, manifest.width)
-
-    def random(b: int, rng: np.random.Generator) -> Feeds:
-        return {"video": rng.uniform(-1, 1, size=(b, *shape)).astype(np.float32)}
-
-    def real() -> Feeds:
-        rng = np.random.default_rng(0)
-        scenes = [("black", "red", "circle", "left"), ("white", "blue", "triangle", "grows")]
-        clips = np.stack([world.render(world.sample_scene(rng, *s)) for s in scenes])
-        video = clips.astype(np.float32) / 127.5 - 1.0
-        return {"video": np.ascontiguousarray(video.transpose(0, 4, 1, 2, 3))}
-
-    module = VaeEncoderForExport(load_vae(weights)).eval()
-    return OnnxModel("vae_encoder", module, ("video",), "latents", random, real)
-
-
-def export_encoder(
-    weights: Path, manifest: ModelManifest, path: Path, log: Callable[[str], None] = print
-) -> Parity:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        model = build_encoder(weights, manifest)
-        result = check_parity(model, path, export_model(model, path))
-    finally:
-        torch.set_num_threads(threads)
-    log(result.line())
-    return result
+    ``onnx_from``: an existing repository whose ONNX files to reuse (e.g. the cpu
+    repository when writing the gpu one) instead of exporting from torch again; its
+    ``vae_encoder`` comes along when it has one.
+    """
+    manifest = shapes_manifest(weights)
+    models = list(ONNX_MODELS)
+    if onnx_from is None or (onnx_from / Models.VAE_ENCODER / "1" / "model.onnx").exists():
+        models.append(Models.VAE_ENCODER)
+    write_layout(out, manifest, options, encoder=Models.VAE_ENCODER in models)
+    install_tokenizer(out, tokenizer_file())
+    parity = []
+    if onnx_from is not None:
+        copy_onnx(onnx_from, out, models)
+    else:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # the parity runs are tiny; don't fight the trainer for cores
+        try:
+            parity = export_components(build_components(weights, manifest), out, log)
+        finally:
+            torch.set_num_threads(threads)
+    return finish(out, manifest, options, parity)

@@ -28,7 +28,9 @@ clamps its fp16 activations) and the VAE in fp32, as diffusers recommends for de
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,22 +40,18 @@ import torch
 from torch import nn
 
 from cinetron.contract.manifest import ModelManifest, SchedulerDefaults
+from cinetron.contract.names import Models, Tensors
 from cinetron.contract.repository import repository_spec
 from cinetron.export.component import (
     EXAMPLE_BATCH,
     Component,
     Feeds,
     Log,
-    Parity,
     Precision,
-    checkpoint_fingerprint,
-    copy_tokenizer,
-    engine_script,
     export_components,
-    finish_repository,
 )
 from cinetron.export.configs import RepositoryOptions
-from cinetron.export.repository import write_layout
+from cinetron.export.repository import ExportReport, finish, write_layout
 
 FAMILY = "wan"
 # Wan2.1's own sampling defaults (wan/configs/shared_config.py and the T2V configs).
@@ -103,6 +101,41 @@ class WanGeometry:
         """``[C, T, H, W]`` of one sample's latents."""
         t = (self.frames - 1) // temporal + 1
         return (channels, t, self.height // spatial, self.width // spatial)
+
+
+def copy_tokenizer(src: Path, out: Path) -> Path:
+    """Copy a checkpoint's ``tokenizer/`` folder and make sure it has ``tokenizer.json``.
+
+    The Triton ``tokenizer`` model uses the ``tokenizers`` library only, which reads
+    ``tokenizer.json``; a checkpoint that ships only ``spiece.model`` gets one written
+    by transformers' converter (the same fast tokenizer diffusers itself would load).
+    """
+    dst = out / Models.TOKENIZER / "1" / "tokenizer"
+    if dst.exists():
+        shutil.rmtree(dst)
+    shutil.copytree(src, dst)
+    if not (dst / "tokenizer.json").exists():
+        from transformers import AutoTokenizer
+
+        fast = AutoTokenizer.from_pretrained(str(src), use_fast=True)
+        fast.backend_tokenizer.save(str(dst / "tokenizer.json"))
+    return dst / "tokenizer.json"
+
+
+def checkpoint_fingerprint(folder: Path, extra: dict[str, Any]) -> str:
+    """A short, fast version id: every config file, the weight files' names, sizes and first
+    MiB, and the export settings (hashing tens of GB of weights would take minutes)."""
+    h = hashlib.sha256(json.dumps(extra, sort_keys=True).encode())
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        rel = path.relative_to(folder).as_posix()
+        h.update(rel.encode())
+        if path.suffix == ".json":
+            h.update(path.read_bytes())
+        elif path.suffix in (".safetensors", ".bin", ".pt"):
+            h.update(str(path.stat().st_size).encode())
+            with path.open("rb") as f:
+                h.update(f.read(1 << 20))
+    return h.hexdigest()[:12]
 
 
 # --- export wrappers: contract names in, contract names out, fp32 on the wire --------------
@@ -298,26 +331,25 @@ def build_components(
     _, ph, pw = manifest.patch
     vocab = int(parts.text_encoder.config.vocab_size)
     fp16 = {k: v == "fp16" for k, v in precisions.items()}
-    tol = {True: 2e-2, False: 1e-3}
     batch = torch.export.Dim("batch", min=1, max=1024)
 
     def text(b: int) -> Feeds:
         mask = _mask(rng, b, L)
         return {
-            "input_ids": rng.integers(0, vocab, size=(b, L)).astype(np.int64) * mask,
-            "attention_mask": mask,
+            Tensors.INPUT_IDS: rng.integers(0, vocab, size=(b, L)).astype(np.int64) * mask,
+            Tensors.ATTENTION_MASK: mask,
         }
 
     def denoise(b: int, t: int, h: int, w: int) -> Feeds:
         return {
-            "latents": rng.standard_normal((b, C, t, h, w), dtype=np.float32),
-            "timestep": rng.uniform(0, 1000, size=b).astype(np.float32),
-            "text_embeds": rng.standard_normal((b, L, D), dtype=np.float32),
-            "text_mask": _mask(rng, b, L),
+            Tensors.LATENTS: rng.standard_normal((b, C, t, h, w), dtype=np.float32),
+            Tensors.TIMESTEP: rng.uniform(0, 1000, size=b).astype(np.float32),
+            Tensors.TEXT_EMBEDS: rng.standard_normal((b, L, D), dtype=np.float32),
+            Tensors.TEXT_MASK: _mask(rng, b, L),
         }
 
     def latents(b: int, h: int, w: int) -> Feeds:
-        return {"latents": rng.standard_normal((b, C, T, h, w), dtype=np.float32)}
+        return {Tensors.LATENTS: rng.standard_normal((b, C, T, h, w), dtype=np.float32)}
 
     served_small = T * (H // ph) * (W // pw) <= SERVED_SHAPE_CHECK_MAX_TOKENS
     dim = torch.export.Dim
@@ -342,51 +374,48 @@ def build_components(
 
     text_module = WanTextEncoderForExport(parts.text_encoder).eval()
     denoiser_module = WanDenoiserForExport(
-        parts.transformer, torch.float16 if fp16["denoiser"] else torch.float32
+        parts.transformer, torch.float16 if fp16[Models.DENOISER] else torch.float32
     ).eval()
     vae_module = WanVaeDecoderForExport(parts.vae).eval()
     return [
         Component(
-            name="text_encoder",
+            name=Models.TEXT_ENCODER,
             module=text_module,
-            input_names=("input_ids", "attention_mask"),
-            output_name="text_embeds",
+            input_names=(Tensors.INPUT_IDS, Tensors.ATTENTION_MASK),
+            output_name=Tensors.TEXT_EMBEDS,
             example=text(EXAMPLE_BATCH),
-            dynamic_shapes={"input_ids": {0: batch}, "attention_mask": {0: batch}},
+            dynamic_shapes={Tensors.INPUT_IDS: {0: batch}, Tensors.ATTENTION_MASK: {0: batch}},
             checks=[text(1), text(3)],
-            precision=precisions["text_encoder"],
-            tolerance=tol[fp16["text_encoder"]],
-            served_shapes=served["text_encoder"],
+            precision=precisions[Models.TEXT_ENCODER],
+            served_shapes=served[Models.TEXT_ENCODER],
         ),
         Component(
-            name="denoiser",
+            name=Models.DENOISER,
             module=denoiser_module,
-            input_names=("latents", "timestep", "text_embeds", "text_mask"),
-            output_name="velocity",
+            input_names=(Tensors.LATENTS, Tensors.TIMESTEP, Tensors.TEXT_EMBEDS, Tensors.TEXT_MASK),
+            output_name=Tensors.VELOCITY,
             example=denoise(EXAMPLE_BATCH, 3, 2 * ph, 3 * pw),
             dynamic_shapes={
-                "latents": {0: batch, 2: lt, 3: ph * lh, 4: pw * lw},
-                "timestep": {0: batch},
-                "text_embeds": {0: batch},
-                "text_mask": {0: batch},
+                Tensors.LATENTS: {0: batch, 2: lt, 3: ph * lh, 4: pw * lw},
+                Tensors.TIMESTEP: {0: batch},
+                Tensors.TEXT_EMBEDS: {0: batch},
+                Tensors.TEXT_MASK: {0: batch},
             },
             checks=denoiser_checks,
-            precision=precisions["denoiser"],
-            tolerance=tol[fp16["denoiser"]],
-            served_shapes=served["denoiser"],
+            precision=precisions[Models.DENOISER],
+            served_shapes=served[Models.DENOISER],
             served_check=denoise(1, T, H, W) if served_small else None,
         ),
         Component(
-            name="vae_decoder",
+            name=Models.VAE_DECODER,
             module=vae_module,
-            input_names=("latents",),
-            output_name="video",
+            input_names=(Tensors.LATENTS,),
+            output_name=Tensors.VIDEO,
             example=latents(EXAMPLE_BATCH, 2, 3),
-            dynamic_shapes={"latents": {0: batch, 3: vh, 4: vw}},
+            dynamic_shapes={Tensors.LATENTS: {0: batch, 3: vh, 4: vw}},
             checks=vae_checks,
-            precision=precisions["vae_decoder"],
-            tolerance=tol[fp16["vae_decoder"]],
-            served_shapes=served["vae_decoder"],
+            precision=precisions[Models.VAE_DECODER],
+            served_shapes=served[Models.VAE_DECODER],
             served_check=latents(1, H, W) if served_small else None,
             # The per-frame loop unrolls: the onnxscript optimiser takes minutes on it and
             # onnxruntime optimises the graph at load anyway.
@@ -398,21 +427,13 @@ def build_components(
 # --- the export ---------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class WanExport:
-    out: Path
-    manifest: ModelManifest
-    parity: list[Parity]
-    engine_script: Path | None
-
-
 def export_wan(
     checkpoint: Path,
     out: Path,
     options: RepositoryOptions,
     geometry: WanGeometry | None = None,
     log: Log = print,
-) -> WanExport:
+) -> ExportReport:
     """Write a complete repository for ``checkpoint`` into ``out`` (``cinetron.json`` last)."""
     geometry = geometry or WanGeometry()
     precisions = precisions_for(options)
@@ -435,11 +456,7 @@ def export_wan(
     write_layout(out, manifest, options)
     copy_tokenizer(parts.tokenizer_dir, out)
     parity = export_components(build_components(parts, manifest, precisions), out, log)
-    script = None
-    if options.flavour == "gpu" and options.gpu_backend == "tensorrt_plan":
-        script = engine_script(out, manifest, precisions)
-    finish_repository(out, manifest)
-    return WanExport(out, manifest, parity, script)
+    return finish(out, manifest, options, parity, precisions)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -471,7 +488,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def export_from_args(args: argparse.Namespace, options: RepositoryOptions, log: Log) -> WanExport:
+def export_from_args(
+    args: argparse.Namespace, options: RepositoryOptions, log: Log
+) -> ExportReport:
     geometry = WanGeometry(
         frames=args.frames,
         height=args.height,
@@ -480,17 +499,14 @@ def export_from_args(args: argparse.Namespace, options: RepositoryOptions, log: 
         fps=args.fps,
         max_batch=args.max_batch,
     )
-    result = export_wan(args.from_diffusers, args.out, options, geometry, log)
-    if result.engine_script is not None:
-        log(f"TensorRT engines: run {result.engine_script} on the GPU node")
-    return result
+    return export_wan(args.from_diffusers, args.out, options, geometry, log)
 
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m cinetron.export.families.wan --from-diffusers PATH ...`` (the CLI's flags)."""
-    from cinetron.export.component import main as diffusers_main
+    from cinetron.export.cli import main as export_main
 
-    return diffusers_main(argv)
+    return export_main(argv)
 
 
 # --- a tiny random checkpoint (tests, smoke runs; no download) ----------------------------------

@@ -191,9 +191,9 @@ def trtexec_lines(configs: dict[str, dict[str, Any]] = WAN21_T2V_1_3B, **geometr
     """The TensorRT builds of a gpu-flavour repository for ``geometry`` (WanGeometry fields)."""
     import shlex
 
-    from cinetron.export.component import engine_commands
     from cinetron.export.configs import RepositoryOptions
     from cinetron.export.families.wan import WanGeometry, precisions_for, wan_manifest
+    from cinetron.export.repository import engine_commands
 
     precisions = precisions_for(RepositoryOptions(flavour="gpu"))
     manifest = wan_manifest(configs, WanGeometry(**geometry), precisions, "wan-docs", "docs")

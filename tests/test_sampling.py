@@ -1,5 +1,5 @@
-"""Training-free conditioning: pinned latent frames, the SDEdit start, the VAE encoder served
-by Triton, image-to-video and video-to-video through the real server.
+"""The sampling loop's conditioning hooks: pinned latent frames, the SDEdit start, the VAE
+encoder as a transport capability, image-to-video and video-to-video through Triton.
 
 The loop tests use an analytic flow (the exact velocity towards a known target), so what
 they check — pinned frames exact, the rest where the flow leads, the right starting sigma
@@ -8,31 +8,23 @@ they check — pinned frames exact, the rest where the flow leads, the right sta
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from cinetron.core.compose import Composer, CompositionRequest
-from cinetron.core.conditioning import (
-    LatentCondition,
-    OnnxEncoder,
-    TritonEncoder,
-    continuation_guess,
-    decode_image,
-    denoise,
-    noised,
-    start_index,
-    steps_from,
-)
+from cinetron.core.compose import continuation_guess
 from cinetron.core.errors import InvalidArgument
 from cinetron.core.pipeline import Pipeline
 from cinetron.core.request import GenerationRequest
+from cinetron.core.sampling import LatentCondition, noised, sample, start_index, steps_from
 from cinetron.core.schedulers import SCHEDULERS, make_scheduler
-from cinetron.core.video import encode_png
+from cinetron.core.video import decode_image, encode_png
 from cinetron.models import world
 from cinetron.models.captions import canonical_caption
 from cinetron.tools.judge import judge
+from cinetron.transports.onnx_local import OnnxLocalTransport
 from cinetron.transports.triton_grpc import TritonGrpcTransport
 
 SHAPE = (1, 4, 8, 16, 16)
@@ -64,7 +56,7 @@ def test_pinned_latent_frames_come_out_exact_and_the_rest_follows_the_flow(name:
     known[:2] = True
     scheduler = make_scheduler(name)
     scheduler.set_timesteps(12)
-    out = denoise(towards(target), scheduler, noise, LatentCondition(known_latents, known))
+    out = sample(towards(target), scheduler, noise, LatentCondition(known_latents, known))
     np.testing.assert_array_equal(out[:, :, known], known_latents[:, :, known])
     np.testing.assert_allclose(out[:, :, ~known], target[:, :, ~known], atol=1e-3)
 
@@ -77,7 +69,7 @@ def test_every_step_sees_the_known_frames_noised_to_its_own_sigma() -> None:
     calls: list[tuple[np.ndarray, float]] = []
     scheduler = make_scheduler("euler")
     scheduler.set_timesteps(6)
-    denoise(towards(target, calls), scheduler, noise, LatentCondition(known_latents, known))
+    sample(towards(target, calls), scheduler, noise, LatentCondition(known_latents, known))
     assert len(calls) == 6
     for x, t in calls:
         want = noised(known_latents, noise, t / 1000.0)
@@ -91,7 +83,7 @@ def test_sdedit_starts_from_the_input_noised_to_strength(strength: float) -> Non
     scheduler = make_scheduler("euler")
     scheduler.set_timesteps(20)
     calls: list[tuple[np.ndarray, float]] = []
-    out = denoise(towards(target, calls), scheduler, noise, init=init, strength=strength)
+    out = sample(towards(target, calls), scheduler, noise, init=init, strength=strength)
     first_sigma = calls[0][1] / 1000.0
     assert first_sigma <= strength + 1e-9
     assert (
@@ -142,9 +134,25 @@ def test_png_round_trip_and_garbage_image_is_invalid_argument() -> None:
         decode_image(b"not an image at all")
 
 
-def test_a_repository_without_the_encoder_says_to_re_export(tmp_path: Path) -> None:
-    with pytest.raises(InvalidArgument, match="re-export the repository"):
-        OnnxEncoder(tmp_path)
+def test_a_repository_without_the_encoder_declares_it_and_says_to_re_export(
+    model_repository: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    copy = tmp_path / "elsewhere"  # outside ./model_repository: the encoder must be its own
+    shutil.copytree(model_repository, copy)
+    with OnnxLocalTransport(copy) as transport:
+        assert transport.can_encode_video
+        latents = transport.encode_video(clip(("black", "red", "circle", "left"), 0)[None])
+        assert latents.shape == (1, *transport.manifest.latent_shape)
+    shutil.rmtree(copy / "vae_encoder")
+    with OnnxLocalTransport(copy) as transport:
+        assert not transport.can_encode_video
+        with pytest.raises(InvalidArgument, match="re-export the repository"):
+            transport.encode_video(clip(("black", "red", "circle", "left"), 0)[None])
+        image = clip(("black", "red", "circle", "left"), 0)[0]
+        with pytest.raises(InvalidArgument, match=r"image: .*vae_encoder"):
+            Pipeline(transport).plan(GenerationRequest("a red circle", image=image))
 
 
 # --- through a real tritonserver --------------------------------------------------------
@@ -157,8 +165,8 @@ def transport(triton_server) -> TritonGrpcTransport:  # type: ignore[no-untyped-
 
 
 @pytest.fixture(scope="module")
-def composer(transport: TritonGrpcTransport) -> Composer:
-    return Composer(Pipeline(transport))
+def pipeline(transport: TritonGrpcTransport) -> Pipeline:
+    return Pipeline(transport)
 
 
 def clip(attrs: tuple[str, str, str, str], seed: int) -> np.ndarray:
@@ -170,8 +178,10 @@ def test_served_vae_encoder_matches_onnxruntime_and_round_trips(
     transport: TritonGrpcTransport, model_repository: Path
 ) -> None:
     frames = clip(("black", "red", "circle", "left"), 0)
-    served = TritonEncoder(transport).encode_frames(frames)
-    local = OnnxEncoder(model_repository).encode_frames(frames)
+    assert transport.can_encode_video
+    served = transport.encode_video(frames[None])
+    with OnnxLocalTransport(model_repository) as local_transport:
+        local = local_transport.encode_video(frames[None])
     assert served.shape == (1, *transport.manifest.latent_shape)
     np.testing.assert_allclose(served, local, atol=1e-4)
     decoded = transport.decode_video(served)[0]
@@ -181,7 +191,7 @@ def test_served_vae_encoder_matches_onnxruntime_and_round_trips(
 
 
 @pytest.mark.triton
-def test_image_to_video_keeps_the_given_first_frame(composer: Composer) -> None:
+def test_image_to_video_keeps_the_given_first_frame(pipeline: Pipeline) -> None:
     values, free = [], []
     for seed, attrs in enumerate(
         [("black", "red", "circle", "left"), ("white", "blue", "square", "right"),
@@ -189,8 +199,8 @@ def test_image_to_video_keeps_the_given_first_frame(composer: Composer) -> None:
     ):  # fmt: skip
         image = clip(attrs, seed)[0]
         base = GenerationRequest(canonical_caption(attrs), seed=seed)
-        video = composer.generate(CompositionRequest(base, image=image))
-        plain = composer.pipeline.generate(base)
+        video = pipeline.generate(replace(base, image=image))
+        plain = pipeline.generate(base)
         values.append(psnr(video.frames[0], image))
         free.append(psnr(plain.frames[0], image))
         verdict = judge(video.frames[:2])  # the frames the pinned latent frame decodes to
@@ -202,13 +212,13 @@ def test_image_to_video_keeps_the_given_first_frame(composer: Composer) -> None:
 
 @pytest.mark.triton
 def test_video_to_video_keeps_the_input_at_low_strength_and_follows_the_prompt_at_high(
-    composer: Composer,
+    pipeline: Pipeline,
 ) -> None:
     source = clip(("black", "red", "circle", "right"), 3)
     prompt = canonical_caption(("black", "green", "circle", "right"))
-    base = GenerationRequest(prompt, seed=0)
-    low = composer.generate(CompositionRequest(base, video=source, strength=0.2))
-    high = composer.generate(CompositionRequest(base, video=source, strength=0.9))
+    base = GenerationRequest(prompt, seed=0, video=source)
+    low = pipeline.generate(replace(base, strength=0.2))
+    high = pipeline.generate(replace(base, strength=0.9))
     assert low.frames.shape == high.frames.shape == source.shape
     low_psnr, high_psnr = psnr(low.frames, source), psnr(high.frames, source)
     print(f"v2v PSNR vs input: strength 0.2 → {low_psnr:.1f} dB, 0.9 → {high_psnr:.1f} dB")
