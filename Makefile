@@ -23,7 +23,7 @@ help:
 	@echo "make train        retrain the shapes model into weights/ (about 2 hours on 2 cores)"
 	@echo "make export       write the Triton model repository (FLAVOUR=cpu|gpu)"
 	@echo "make serve        run tritonserver on the repository (127.0.0.1:8000/8001/8002)"
-	@echo "make lint         ruff + mypy + proto lint"
+	@echo "make lint         ruff + import-linter (layers) + mypy (everything) + proto lint"
 	@echo "make bench        latency, throughput at concurrency 1-8, FLOPs vs peak, knob sweep (~15 min)"
 	@echo "make loadtest     Locust against the gRPC API (API_ADDRESS=host:port, else starts its own)"
 	@echo "make serve-api    the public gRPC API on 127.0.0.1:50051 (needs \`make serve\`, or API_FLAGS=\"--local torch\")"
@@ -120,7 +120,8 @@ loadtest: $(if $(API_ADDRESS),$(VENV)/.installed,$(REPO)/cinetron.json)
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy src
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy src bench tests
 	$(PY) proto/lint.py
 
 # The public gRPC API (cinetron.v1) in front of Triton at CINETRON_TRITON_URL (default

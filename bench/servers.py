@@ -6,18 +6,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from cinetron.tools.tritonserver import TritonServer
+from tests.support import ApiProcess  # the one API-process harness
 
 
 @dataclass(frozen=True)
@@ -160,72 +156,14 @@ def triton(
             yield server
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class ApiProcess:
-    """``cinetron serve-api`` as its own process (as deployed) on a free loopback port."""
-
-    def __init__(self, triton_url: str, max_concurrency: int, max_queue: int, data_dir: Path,
-                 log_path: Path) -> None:  # fmt: skip
-        self.address = f"127.0.0.1:{free_port()}"
-        self.log_path = log_path
-        cmd = [
-            sys.executable, "-m", "cinetron", "serve-api", "--address", self.address,
-            "--triton-url", triton_url, "--data-dir", str(data_dir), "--metrics-port", "0",
-            "--max-concurrency", str(max_concurrency), "--max-queue", str(max_queue),
-            "--log-level", "warning",
-        ]  # fmt: skip
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CINETRON_AUTH")}
-        with open(log_path, "ab") as log:
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def log_tail(self, lines: int = 30) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
-    def wait_serving(self, timeout: float = 120.0) -> None:
-        """Until grpc.health.v1 says SERVING (the API has a transport to Triton)."""
-        import grpc
-        from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-        deadline = time.monotonic() + timeout
-        with grpc.insecure_channel(self.address) as channel:
-            health = health_pb2_grpc.HealthStub(channel)
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"serve-api exited early:\n{self.log_tail()}")
-                try:
-                    status = health.Check(health_pb2.HealthCheckRequest(), timeout=2.0).status
-                    if status == health_pb2.HealthCheckResponse.SERVING:
-                        return
-                except grpc.RpcError:
-                    pass
-                time.sleep(0.2)
-        raise RuntimeError(f"serve-api not SERVING after {timeout:.0f} s:\n{self.log_tail()}")
-
-    def stop(self, timeout: float = 20.0) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
 @contextmanager
 def api_server(triton_url: str, max_concurrency: int, max_queue: int = 64) -> Iterator[ApiProcess]:
     """The API server in front of ``triton_url``, SERVING, stopped on exit."""
     with tempfile.TemporaryDirectory(prefix="cinetron-api-") as tmp:
-        api = ApiProcess(triton_url, max_concurrency, max_queue, Path(tmp) / "data",
-                         Path(tmp) / "serve-api.log")  # fmt: skip
+        args = ("--triton-url", triton_url, "--max-concurrency", str(max_concurrency),
+                "--max-queue", str(max_queue))  # fmt: skip
+        api = ApiProcess(Path(tmp) / "data", Path(tmp) / "serve-api.log", args, metrics=False,
+                         log_level="warning")  # fmt: skip
         try:
             api.wait_serving()
             yield api

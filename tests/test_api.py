@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import datetime
 import ipaddress
-import socket
 import threading
 import time
 import urllib.request
@@ -18,6 +17,7 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from support import free_port
 
 from cinetron.api.backend import triton_probe, triton_transport
 from cinetron.api.config import ServerConfig
@@ -27,12 +27,6 @@ from cinetron.core.transport import Transport
 from cinetron.core.video import decode_mp4
 
 LONG_STEPS = 200  # far longer than any cancel/deadline below: seconds on CPU
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="session")

@@ -4,30 +4,20 @@ the ``triton_server`` fixture exists, otherwise ``--local torch``."""
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from support import ApiProcess
 
-from cinetron.api_client import SERVICE_NAME, pb, pb_grpc
+from cinetron.api_client import pb
 from cinetron.core.video import decode_mp4
 
 ROOT = Path(__file__).resolve().parent.parent
 LONG_STEPS = 200
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -37,45 +27,6 @@ def backend_args(request: pytest.FixtureRequest) -> list[str]:
     except pytest.FixtureLookupError:
         return ["--local", "torch"]
     return ["--triton-url", triton.grpc_url]
-
-
-class ApiProcess:
-    def __init__(self, data_dir: Path, log: Path, args: list[str]) -> None:
-        self.port = free_port()
-        self.address = f"127.0.0.1:{self.port}"
-        self.log = log
-        cmd = [sys.executable, "-m", "cinetron", "serve-api", "--address", self.address,
-               "--data-dir", str(data_dir), "--metrics-port", "0", *args]  # fmt: skip
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        with open(log, "ab") as out:
-            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
-        self.channel = grpc.insecure_channel(
-            self.address, options=[("grpc.max_receive_message_length", 64 << 20)]
-        )
-        self.stub = pb_grpc.VideoServiceStub(self.channel)
-
-    def log_tail(self) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-30:])
-
-    def wait_serving(self, timeout: float = 120.0) -> None:
-        health = health_pb2_grpc.HealthStub(self.channel)
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            assert self.proc.poll() is None, f"serve-api exited:\n{self.log_tail()}"
-            try:
-                reply = health.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=2)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass  # not listening yet
-            time.sleep(0.2)
-        raise AssertionError(f"serve-api not SERVING after {timeout}s:\n{self.log_tail()}")
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            self.proc.wait(30)
-        self.channel.close()
 
 
 @pytest.fixture

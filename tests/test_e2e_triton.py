@@ -4,7 +4,6 @@ encoder, clear errors when Triton is unreachable, and ``cinetron generate`` end 
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -13,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
+from support import free_port
 
 from cinetron.core.errors import InvalidArgument, Unavailable
 from cinetron.core.pipeline import Pipeline, Video
@@ -33,12 +33,6 @@ STEPS = 8  # enough to exercise the loop; the schedulers' accuracy is tested els
 def request(seed: int = 0, **kwargs: object) -> GenerationRequest:
     fields: dict[str, object] = {"steps": STEPS, "guidance": 4.0, **kwargs}
     return GenerationRequest(PROMPT, seed=seed, **fields)  # type: ignore[arg-type]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def encoder_inferences(url: str) -> int:
