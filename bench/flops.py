@@ -91,7 +91,8 @@ def count_flops(model: str | Path | Any, batch: int = 1) -> FlopCount:
     ``model``: a path or an ``onnx.ModelProto`` (graphs with external data: a path).
     """
     import onnx
-    import onnxruntime as ort
+
+    from cinetron.triton_backend.sessions import cpu_session
 
     proto = onnx.load(str(model)) if isinstance(model, str | Path) else model
     proto = onnx.shape_inference.infer_shapes(proto)  # element types of the intermediates
@@ -113,13 +114,8 @@ def count_flops(model: str | Path | Any, batch: int = 1) -> FlopCount:
                 raise ValueError(f"cannot tell the element type of {name!r} to expose it")
             graph.output.append(onnx.helper.make_tensor_value_info(name, elem_types[name], None))
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
     # No fusion: the counted nodes must survive as they are in the file.
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    session = ort.InferenceSession(
-        proto.SerializeToString(), options, providers=["CPUExecutionProvider"]
-    )
+    session = cpu_session(proto.SerializeToString(), optimize=False)
     values = session.run(wanted, _dummy_feeds(session, batch))
     shapes = {name: list(v.shape) for name, v in zip(wanted, values, strict=True)}
     shapes.update(constants)
@@ -143,8 +139,9 @@ def count_flops(model: str | Path | Any, batch: int = 1) -> FlopCount:
 def gemm_peak(threads: int, n: int = 1024, repeats: int = 7) -> float:
     """Best FLOP/s of an onnxruntime ``N × N`` float32 MatMul on ``threads`` threads."""
     import onnx
-    import onnxruntime as ort
     from onnx import TensorProto, helper
+
+    from cinetron.triton_backend.sessions import cpu_session
 
     graph = helper.make_graph(
         [helper.make_node("MatMul", ["a", "b"], ["c"])],
@@ -157,12 +154,7 @@ def gemm_peak(threads: int, n: int = 1024, repeats: int = 7) -> float:
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = min(model.ir_version, onnx.IR_VERSION)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    session = ort.InferenceSession(
-        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
-    )
+    session = cpu_session(model.SerializeToString(), threads)
     rng = np.random.default_rng(0)
     feeds = {k: rng.standard_normal((n, n), dtype=np.float32) for k in ("a", "b")}
     session.run(None, feeds)  # warm-up: thread pool, packing buffers
@@ -204,12 +196,9 @@ def batch_scaling(
 ) -> list[dict[str, float]]:
     """Best onnxruntime time (1 thread) of one denoiser call per batch size: if the time
     per sample does not fall as the batch grows, batching cannot buy CPU throughput."""
-    import onnxruntime as ort
+    from cinetron.triton_backend.sessions import cpu_session
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = cpu_session(path)
     per_sample = count_flops(path, batch=1).total
     rows = []
     for batch in sizes:

@@ -36,21 +36,23 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
+import numpy.typing as npt
 
 from bench.output import emit
 from bench.servers import FLOOR_MODEL, DenoiserKnobs, denoiser_settings
 from bench.servers import triton as served_triton
 from cinetron.core.pipeline import Pipeline
 from cinetron.core.request import GenerationRequest
-from cinetron.transports import Transport, open_transport
+from cinetron.core.transport import Latents
+from cinetron.transports import Transport, TransportKind, open_transport
 
 PROMPTS = (
     "a red circle moving to the left on a black background",
@@ -58,7 +60,7 @@ PROMPTS = (
     "a blue square moving up on a gray background",
 )
 RESULTS = Path(__file__).resolve().parent / "results" / "latency.json"
-ORDER = ("triton", "triton-shm", "onnx", "torch")
+ORDER: tuple[TransportKind, ...] = ("triton", "triton-shm", "onnx", "torch")
 LABELS = {
     "triton": "Triton gRPC",
     "triton-shm": "Triton gRPC + shm",
@@ -138,7 +140,11 @@ def triton(repository: Path, url: str | None, knobs: DenoiserKnobs | None) -> It
         yield server.grpc_url
 
 
-def step_inputs(transport: Transport, seed: int = 0) -> tuple[np.ndarray, ...]:
+# What ``Transport.denoise`` takes: latents, timestep, text embeddings, text mask.
+StepInputs = tuple[Latents, npt.NDArray[np.float32], npt.NDArray[np.float32], npt.NDArray[np.int64]]
+
+
+def step_inputs(transport: Transport, seed: int = 0) -> StepInputs:
     m = transport.manifest
     rng = np.random.default_rng(seed)
     emb = transport.encode_prompt([PROMPTS[0], ""])
@@ -150,7 +156,7 @@ def step_inputs(transport: Transport, seed: int = 0) -> tuple[np.ndarray, ...]:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     load_before = os.getloadavg()
     kinds = [k for k in ORDER if k not in args.skip]
-    samples = {k: Samples() for k in kinds}
+    samples: dict[str, Samples] = {k: Samples() for k in kinds}  # and floor:<kind> later
     knobs = None
     spinning = None if args.spinning else False
     if args.threads != 1 or args.denoiser_instances is not None or spinning is not None:
@@ -204,13 +210,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         # Triton's server-side time of the plain-gRPC calls: (model, where it adds up)
         watched = {"triton": ("denoiser", grpc_stats), "floor:triton": (FLOOR_MODEL, floor_stats)}
         for i in range(args.step_calls):
-            for kind in rotate(list(calls), i):
-                watch = watched.get(kind)
+            for name in rotate(list(calls), i):  # a transport or floor:<transport>
+                watch = watched.get(name)
                 if watch:
                     before = denoiser_stats(url, watch[0])
                 t0 = time.perf_counter()
-                calls[kind]()
-                samples[kind].step_s.append(time.perf_counter() - t0)
+                calls[name]()
+                samples[name].step_s.append(time.perf_counter() - t0)
                 if watch:
                     after = denoiser_stats(url, watch[0])
                     for k, v in server_breakdown(before, after).items():
@@ -258,10 +264,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 r["step_min_overhead_ms"] = r["step_ms_min"] - ort["step_ms_min"]
                 r["step_min_vs_onnx"] = r["step_ms_min"] / ort["step_ms_min"]
                 r["loop_step_overhead_ms"] = r["loop_step_ms_median"] - ort["loop_step_ms_median"]
-                floor = samples.get(f"floor:{kind}")
-                if floor is not None:
-                    r["floor_ms_median"] = 1000 * statistics.median(floor.step_s)
-                    r["floor_ms_min"] = 1000 * min(floor.step_s)
+                floor_samples = samples.get(f"floor:{kind}")
+                if floor_samples is not None:
+                    r["floor_ms_median"] = 1000 * statistics.median(floor_samples.step_s)
+                    r["floor_ms_min"] = 1000 * min(floor_samples.step_s)
                     # the best a served step can do: onnxruntime's time plus the floor
                     r["floor_step_vs_onnx"] = 1 + r["floor_ms_median"] / ort["step_ms_median"]
     if stats_before is not None and stats_after_videos is not None:
@@ -285,7 +291,7 @@ def serves(url: str, model: str) -> bool:
         client.close()
 
 
-def open_floors(stack: ExitStack, url: str, kinds: list[str]) -> dict[str, Transport]:
+def open_floors(stack: ExitStack, url: str, kinds: Sequence[str]) -> dict[str, Transport]:
     """``floor:<kind>``: each served transport again, calling ``denoiser_floor``."""
     from cinetron.transports.triton_grpc import TritonGrpcTransport
     from cinetron.transports.triton_shm import TritonShmTransport
@@ -298,7 +304,10 @@ def open_floors(stack: ExitStack, url: str, kinds: list[str]) -> dict[str, Trans
     }
 
 
-def rotate(items: list[str], i: int) -> list[str]:
+_T = TypeVar("_T")
+
+
+def rotate(items: list[_T], i: int) -> list[_T]:
     k = i % len(items)
     return items[k:] + items[:k]
 

@@ -262,14 +262,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             assert srv.api_address is not None
             generators["api"], close = api_generate(srv.api_address, args.steps)
             stack.callback(close)
-        from cinetron.transports import open_transport
+        from cinetron.transports import TransportKind, open_transport
 
-        for kind, transport_kind in (("client", "triton"), ("onnx", "onnx"), ("torch", "torch")):
+        pipeline_modes: tuple[tuple[str, TransportKind], ...] = (
+            ("client", "triton"),
+            ("onnx", "onnx"),
+            ("torch", "torch"),
+        )
+        for kind, transport_kind in pipeline_modes:  # (mode, its transport)
             if kind in modes:
                 transport = stack.enter_context(
                     open_transport(
                         transport_kind, url=srv.triton_url or "", repo=args.repo, threads=1
-                    )  # type: ignore[arg-type]
+                    )
                 )
                 generators[kind] = pipeline_generate(transport, args.steps)
 

@@ -17,15 +17,7 @@ from pathlib import Path
 
 import grpc
 
-from cinetron.api_client import pb, pb_grpc
-
-
-def channel(address: str, tls_ca: Path | None) -> grpc.Channel:
-    options = [("grpc.max_receive_message_length", 64 << 20)]  # the MP4 arrives in one message
-    if tls_ca is None:
-        return grpc.insecure_channel(address, options=options)
-    creds = grpc.ssl_channel_credentials(root_certificates=tls_ca.read_bytes())
-    return grpc.secure_channel(address, creds, options=options)
+from cinetron.api_client import connect, pb
 
 
 def show(event: pb.GenerateEvent) -> pb.Completed | None:
@@ -60,26 +52,20 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("seed", "steps", "guidance"):
         if getattr(args, name) is not None:
             setattr(request, name, getattr(args, name))
-    metadata = [("x-request-id", uuid.uuid4().hex[:16])]
-    if args.token:
-        metadata.append(("authorization", f"Bearer {args.token}"))
-
-    stub = pb_grpc.VideoServiceStub(channel(args.address, args.tls_ca))
+    stub = connect(args.address, token=args.token, tls_ca=args.tls_ca)  # token, request ids
     try:
         if args.job:
             submitted = stub.SubmitJob(
                 pb.SubmitJobRequest(request=request, idempotency_key=uuid.uuid4().hex),
-                metadata=metadata,
                 timeout=30,
             )
             print(f"job {submitted.job.job_id}", file=sys.stderr)
             events = stub.WatchJob(
                 pb.WatchJobRequest(job_id=submitted.job.job_id),
-                metadata=metadata,
                 timeout=args.timeout,
             )
         else:
-            events = stub.Generate(request, metadata=metadata, timeout=args.timeout)
+            events = stub.Generate(request, timeout=args.timeout)
         for event in events:
             completed = show(event)
             if completed is not None:

@@ -13,6 +13,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -107,8 +108,8 @@ def start_api(
 ) -> Iterator[Callable[..., RunningApi]]:
     started: list[RunningApi] = []
 
-    def start(ready: bool = True, **overrides: object) -> RunningApi:
-        transport, probe = overrides.pop("_backend", inference)  # type: ignore[misc]
+    def start(ready: bool = True, **overrides: Any) -> RunningApi:  # ServerConfig fields, _backend
+        transport, probe = overrides.pop("_backend", inference)
         config = replace(
             ServerConfig(address="127.0.0.1:0", data_dir=tmp_path / "data", metrics_port=0),
             **overrides,

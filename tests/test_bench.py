@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -29,7 +30,13 @@ from bench.servers import (
 from bench.throughput import percentiles, workload_prompts
 from cinetron.contract.manifest import ModelManifest
 from cinetron.contract.repository import repository_spec
-from cinetron.export.configs import RepositoryOptions, model_config, read_config, write_config
+from cinetron.export.configs import (
+    Flavour,
+    RepositoryOptions,
+    model_config,
+    read_config,
+    write_config,
+)
 
 
 def _init(name: str, shape: tuple[int, ...]) -> onnx.TensorProto:
@@ -129,7 +136,9 @@ def test_model_counters_read_one_model_and_sum_failure_reasons() -> None:
 
 def test_batch_stats_between_two_snapshots() -> None:
     before = Snapshot(model_counters("", "denoiser"), {2: (1, 10_000_000)})
-    after = Snapshot(model_counters(METRICS, "denoiser"), {2: (2, 20_000_000), 16: (4, 4e8)})
+    after = Snapshot(
+        model_counters(METRICS, "denoiser"), {2: (2, 20_000_000), 16: (4, 400_000_000)}
+    )
     s = BatchStats.between(before, after)
     assert s.avg_batch_size == 8.0  # 40 samples in 5 executions
     assert s.requests_per_execution == 4.0
@@ -188,7 +197,7 @@ def test_repository_variant_threads_and_spinning_reach_every_onnxruntime_model_l
 
 @pytest.mark.parametrize("flavour", ["cpu", "gpu"])
 def test_the_floor_model_is_the_denoisers_config_as_a_python_model(
-    tmp_path: Path, flavour: str
+    tmp_path: Path, flavour: Flavour
 ) -> None:
     manifest = ModelManifest.load(denoiser_config_dir(tmp_path))
     spec = next(m for m in repository_spec(manifest) if m.name == "denoiser")
@@ -233,7 +242,7 @@ def test_percentiles() -> None:
 
 
 def test_load_test_phase_summary_counts_errors_by_code() -> None:
-    records = [
+    records: list[dict[str, Any]] = [
         {"end_s": 1.0, "latency_s": 1.0, "first_progress_s": 0.1, "code": "OK"},
         {"end_s": 12.0, "latency_s": 2.0, "first_progress_s": 0.2, "code": "OK"},
         {"end_s": 15.0, "latency_s": 3.0, "first_progress_s": None, "code": "RESOURCE_EXHAUSTED"},

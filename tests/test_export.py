@@ -1,7 +1,7 @@
 """The exported ONNX models and the generated repository (no server needed).
 
-Parity numbers are measured by the export itself (``export/onnx_export.py``: onnxruntime
-vs torch at batch 1, 2 and 3 on random inputs, and on real prompts/clips) and bounded here.
+Parity numbers are measured by the export itself (``export/component.py``: onnxruntime vs
+torch at batch 1, 2 and 3 on random inputs, and on real prompts/clips) and bounded here.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
@@ -21,6 +20,7 @@ from cinetron.contract.repository import ONNX_MODELS, repository_spec
 from cinetron.export.configs import RepositoryOptions, read_config
 from cinetron.export.families.shapes import write_repository
 from cinetron.models.loading import DEFAULT_WEIGHTS
+from cinetron.triton_backend.sessions import cpu_session
 
 ONNX_TO_TRITON = {
     onnx.TensorProto.FLOAT: "TYPE_FP32",
@@ -79,12 +79,10 @@ def test_onnx_matches_torch_for_every_model(exported_repository) -> None:
 
 def test_onnx_batches_are_independent(model_repository: Path, manifest: ModelManifest) -> None:
     """Row i of a batch-3 call equals the batch-1 call on row i (no cross-sample leakage)."""
-    session = ort.InferenceSession(
-        str(model_repository / "denoiser" / "1" / "model.onnx"), providers=["CPUExecutionProvider"]
-    )
+    session = cpu_session(model_repository / "denoiser" / "1" / "model.onnx")
     rng = np.random.default_rng(0)
     L, D = manifest.text_length, manifest.text_dim
-    feeds = {
+    feeds: dict[str, np.ndarray] = {
         "latents": rng.standard_normal((3, *manifest.latent_shape), dtype=np.float32),
         "timestep": np.array([10.0, 500.0, 990.0], np.float32),
         "text_embeds": rng.standard_normal((3, L, D), dtype=np.float32),

@@ -3,6 +3,7 @@ generated through a real tritonserver, judged by the procedural judge."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import replace
 
 import numpy as np
@@ -18,6 +19,7 @@ from cinetron.models import world
 from cinetron.models.captions import canonical_caption
 from cinetron.tools.judge import Verdict, judge
 from cinetron.tools.storyboard_demo import MOTIONS, extension_sources
+from cinetron.tools.tritonserver import TritonServer
 from cinetron.transports.triton_grpc import TritonGrpcTransport
 
 RED_LEFT = ("black", "red", "circle", "left")
@@ -121,7 +123,8 @@ def test_extension_carries_from_the_input_and_adds_one_window_by_default(
         ({"strength": 0.5}, r"strength: applies to video-to-video"),
         ({"carry_strength": 0.0}, r"carry_strength: must be in \(0, 1\] \(1: pure noise\)"),
         ({"carry_strength": 1.5}, r"carry_strength: must be in \(0, 1\]"),
-        ({"shots": (Shot("x", 2.0, "dissolve"),)}, r"shots\[0\].transition: must be one of cut"),
+        # not a Transition on purpose: the plan must reject it by name
+        ({"shots": (Shot("x", 2.0, "dissolve"),)}, r"shots\[0\].transition: must be one of cut"),  # type: ignore[arg-type]
         ({"shots": (Shot("x", 40.0), Shot("y", 30.0))}, r"shots: the shots last 70 s"),
         ({"shots": (Shot("  ", 2.0),)}, r"prompt: must not be empty"),
         ({"image": np.zeros((32, 32, 3), np.uint8)}, r"image: is 32x32 but the model makes 64x64"),
@@ -168,7 +171,7 @@ def test_the_extension_benchmark_uses_clips_of_every_direction_with_room_to_go_o
 
 
 @pytest.fixture(scope="module")
-def pipeline(triton_server) -> Pipeline:  # type: ignore[no-untyped-def]
+def pipeline(triton_server: TritonServer) -> Iterator[Pipeline]:
     with TritonGrpcTransport(triton_server.grpc_url) as transport:
         yield Pipeline(transport)
 

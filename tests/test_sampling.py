@@ -8,6 +8,7 @@ they check — pinned frames exact, the rest where the flow leads, the right sta
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from cinetron.core.video import decode_image, encode_png
 from cinetron.models import world
 from cinetron.models.captions import canonical_caption
 from cinetron.tools.judge import judge
+from cinetron.tools.tritonserver import TritonServer
 from cinetron.transports.onnx_local import OnnxLocalTransport
 from cinetron.transports.triton_grpc import TritonGrpcTransport
 
@@ -159,7 +161,7 @@ def test_a_repository_without_the_encoder_declares_it_and_says_to_re_export(
 
 
 @pytest.fixture(scope="module")
-def transport(triton_server) -> TritonGrpcTransport:  # type: ignore[no-untyped-def]
+def transport(triton_server: TritonServer) -> Iterator[TritonGrpcTransport]:
     with TritonGrpcTransport(triton_server.grpc_url) as t:
         yield t
 

@@ -24,6 +24,7 @@ from cinetron.contract.manifest import ModelManifest
 from cinetron.core.transport import to_uint8_frames
 from cinetron.tools.tritonserver import TritonServer, TritonStartError
 from cinetron.tools.tritonserver import main as serve_main
+from cinetron.triton_backend.sessions import cpu_session
 from cinetron.triton_backend.text import PromptTokenizer
 
 pytestmark = pytest.mark.triton
@@ -63,12 +64,8 @@ def manifest(model_repository: Path) -> ModelManifest:
 
 @pytest.fixture(scope="module")
 def local(model_repository: Path) -> dict[str, ort.InferenceSession]:
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
     return {
-        name: ort.InferenceSession(
-            str(model_repository / name / "1" / "model.onnx"), opts, ["CPUExecutionProvider"]
-        )
+        name: cpu_session(model_repository / name / "1" / "model.onnx")
         for name in ("text_encoder", "denoiser", "vae_decoder")
     }
 

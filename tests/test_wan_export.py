@@ -11,12 +11,14 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
-diffusers = pytest.importorskip("diffusers")
+pytest.importorskip("diffusers")
+import diffusers  # noqa: E402  (imported, not assigned: mypy takes its classes as bases)
 
 from cinetron.contract.manifest import ModelManifest  # noqa: E402
 from cinetron.contract.repository import model_names  # noqa: E402
@@ -35,6 +37,9 @@ from cinetron.export.families.wan import (  # noqa: E402
 from cinetron.export.repository import ExportReport  # noqa: E402
 from cinetron.triton_backend.sessions import cpu_session as ort_session  # noqa: E402
 from cinetron.triton_backend.text import PromptTokenizer  # noqa: E402
+
+if TYPE_CHECKING:
+    from diffusers import WanPipeline
 
 # Frames 5 = 2 latent frames: the VAE decoder's loop unrolls per latent frame, and two
 # frames keep the export well under a minute while still crossing a frame boundary.
@@ -64,7 +69,7 @@ def wan_server(wan_export: ExportReport) -> Iterator[object]:
 
 
 @pytest.fixture(scope="module")
-def diffusers_pipe(wan_checkpoint: Path) -> object:
+def diffusers_pipe(wan_checkpoint: Path) -> WanPipeline:
     pipe = diffusers.WanPipeline.from_pretrained(str(wan_checkpoint))
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -92,7 +97,7 @@ class EulerOnCinetronSchedule(diffusers.FlowMatchEulerDiscreteScheduler):
 
 
 def diffusers_run(
-    pipe: object, manifest: ModelManifest, scheduler: str, seed: int, output_type: str
+    pipe: WanPipeline, manifest: ModelManifest, scheduler: str, seed: int, output_type: str
 ) -> np.ndarray:
     """WanPipeline started from our seed's noise: ``"latent"`` gives the final latents
     ``[1, C, T, H, W]``, ``"np"`` the video ``[F, H, W, 3]`` in 0..255 (float)."""
@@ -183,7 +188,7 @@ def test_served_graphs_take_only_a_dynamic_batch(wan_export: ExportReport) -> No
 
 
 def test_tokenizer_and_text_encoder_reproduce_wan_prompt_embeddings(
-    wan_export: ExportReport, diffusers_pipe: object
+    wan_export: ExportReport, diffusers_pipe: WanPipeline
 ) -> None:
     """Our tokenizer file + ONNX encoder = WanPipeline.encode_prompt (padding rows zeroed)."""
     out, manifest = wan_export.out, ModelManifest.load(wan_export.out)
@@ -208,7 +213,7 @@ def test_tokenizer_and_text_encoder_reproduce_wan_prompt_embeddings(
 @pytest.mark.triton
 @pytest.mark.parametrize("scheduler", ["unipc", "euler"])
 def test_served_wan_video_matches_diffusers_wan_pipeline(
-    wan_server: object, diffusers_pipe: object, scheduler: str
+    wan_server: object, diffusers_pipe: WanPipeline, scheduler: str
 ) -> None:
     from cinetron.transports.triton_grpc import TritonGrpcTransport
 

@@ -50,6 +50,7 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         return
     for key, entry in report.user_properties:
         if key == "reliability":
+            assert isinstance(entry, dict)  # what ``ledger`` records
             _ROWS.append({**entry, "test": report.nodeid, "passed": report.passed})
 
 

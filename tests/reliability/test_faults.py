@@ -109,7 +109,8 @@ def test_triton_killed_mid_generation_fails_fast_and_recovers(
         entry["lost"] += int(not ended)
         assert ended, "a Generate call hung after Triton died"
         assert s.code == C.UNAVAILABLE and "inference server unavailable" in s.details, s.details
-        assert s.ended < s.timeout  # well within its deadline: no hang until it expires
+        # well within its deadline: no hang until it expires
+        assert s.ended is not None and s.ended < s.timeout
     job = wait_job(api, job_id, 30)
     entry["lost"] += int(job.state not in TERMINAL)
     assert job.state == S.JOB_STATE_FAILED and job.error.code == "UNAVAILABLE", job
@@ -155,7 +156,7 @@ def test_triton_frozen_mid_generation_deadlines_are_honoured(
             entry["lost"] += int(not ended)
             assert ended, "a call outlived its deadline while Triton was frozen"
             assert s.code in (C.DEADLINE_EXCEEDED, C.UNAVAILABLE), (s.code, s.details)
-            assert s.ended < s.timeout + 2
+            assert s.ended is not None and s.ended < s.timeout + 2
         api.wait_not_serving(15)  # the readiness probe times out and says so
     finally:
         os.kill(triton.pid, signal.SIGCONT)

@@ -2,7 +2,7 @@
 certificate), the health/reflection policy, no token in the logs, only loopback sockets
 for tritonserver and serve-api in the default config, and a dependency audit.
 
-Policy (server/auth.py): with auth on, every cinetron.v1 RPC *and* gRPC reflection need
+Policy (src/cinetron/api/auth.py): with auth on, every cinetron.v1 RPC *and* gRPC reflection need
 ``authorization: Bearer <token>``; only grpc.health.v1 is exempt, because Kubernetes
 probes carry no credentials and health reveals nothing but SERVING/NOT_SERVING.
 """
@@ -14,7 +14,7 @@ import ipaddress
 import secrets
 import socket
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 import pytest
@@ -26,7 +26,7 @@ from bench.reliability_report import run_pip_audit
 from cinetron.api_client import SERVICE_NAME, pb
 from cinetron.tools.tritonserver import TritonServer
 
-C = grpc.StatusCode
+C: TypeAlias = grpc.StatusCode  # an alias, so annotations may use it
 ROOT = Path(__file__).resolve().parents[2]
 METHODS = pb.DESCRIPTOR.services_by_name["VideoService"].methods
 EMPTY_REQUESTS = {

@@ -58,8 +58,6 @@ def to_plan(
             f"unknown model {msg.model!r}; this server serves {manifest.family!r} "
             f"(version {manifest.version}); leave it empty for the served model",
         )
-    if msg.HasField("seed") and msg.seed < 0:
-        raise InvalidArgument("seed", f"must be between 0 and {MAX_SEED}, got {msg.seed}")
     return plan(to_request(msg, request_id), manifest, can_encode_video)
 
 

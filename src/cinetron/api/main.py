@@ -117,8 +117,8 @@ class ApiServer:
                 ("grpc.so_reuseport", 0),  # a second server on the same port fails loudly
             ],
         )
-        service = VideoService(c, self.engine, self.jobs, self.backend, self.metrics, self.plan)
-        pb_grpc.add_VideoServiceServicer_to_server(service, server)
+        servicer = VideoService(c, self.engine, self.jobs, self.backend, self.metrics, self.plan)
+        pb_grpc.add_VideoServiceServicer_to_server(servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             (

@@ -1,4 +1,5 @@
-"""The generated ``cinetron.v1`` stubs, with a clear message when they were never built."""
+"""What a backend service imports to call Cinetron: the generated ``cinetron.v1`` stubs
+(``pb``, ``pb_grpc``) and ``connect``, a stub with the right channel options."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ except ImportError as e:  # pragma: no cover - depends on how the package was in
         "repository."
     ) from e
 
+from cinetron.api_client.connect import connect
+
 SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["VideoService"].full_name
 
-__all__ = ["SERVICE_NAME", "pb", "pb_grpc"]
+__all__ = ["SERVICE_NAME", "connect", "pb", "pb_grpc"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Self
 
 import numpy as np
 import numpy.typing as npt
@@ -80,7 +81,7 @@ class Transport(ABC):
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections, sessions and shared-memory regions."""
 
-    def __enter__(self) -> Transport:
+    def __enter__(self) -> Self:  # `with TritonGrpcTransport(...) as t`: t keeps its class
         return self
 
     def __exit__(

@@ -129,6 +129,14 @@ class VideoDiT(nn.Module):
     ``text_mask [B, L]`` (1 for real tokens). Output: ``velocity [B, C, T, H, W]``.
     """
 
+    # Registered per axis in __init__ (register_buffer, setattr); declared for the type checker.
+    code_t: torch.Tensor
+    code_h: torch.Tensor
+    code_w: torch.Tensor
+    pos_t: nn.Parameter
+    pos_h: nn.Parameter
+    pos_w: nn.Parameter
+
     def __init__(self, cfg: DiTConfig | None = None) -> None:
         super().__init__()
         self.cfg = cfg = cfg or DiTConfig()

@@ -12,11 +12,12 @@ import copy
 import json
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
@@ -70,7 +71,9 @@ def to_unit(frames: np.ndarray) -> torch.Tensor:
     return x.permute(0, 4, 1, 2, 3).contiguous()
 
 
-def random_clips(rng: np.random.Generator, n: int) -> tuple[np.ndarray, list[tuple[str, ...]]]:
+def random_clips(
+    rng: np.random.Generator, n: int
+) -> tuple[npt.NDArray[np.uint8], list[tuple[str, str, str, str]]]:
     combos = captions.train_combinations()
     attrs = [combos[int(i)] for i in rng.integers(len(combos), size=n)]
     clips = np.stack([world.render(world.sample_scene(rng, *a)) for a in attrs])
@@ -230,7 +233,7 @@ def train_dit(
     cfg: TrainConfig,
     vae: VideoAutoencoder,
     log: Logger,
-    save: callable,  # type: ignore[valid-type]
+    save: Callable[[VideoDiT], None],  # gets the EMA model every save_every_minutes
 ) -> VideoDiT:
     latents, embeds, masks = cached_dit_dataset(cfg, vae)
     torch.manual_seed(cfg.seed)

@@ -80,6 +80,10 @@ class VideoDecoder(nn.Module):
 
 
 class VideoAutoencoder(nn.Module):
+    # Buffers registered in __init__; declared for the type checker.
+    latent_mean: torch.Tensor
+    latent_std: torch.Tensor
+
     def __init__(self, cfg: VAEConfig | None = None) -> None:
         super().__init__()
         self.cfg = cfg or VAEConfig()

@@ -28,7 +28,7 @@ from cinetron.core.pipeline import Pipeline
 from cinetron.core.request import GenerationRequest
 from cinetron.models import captions
 from cinetron.tools.judge import judge
-from cinetron.transports import open_transport
+from cinetron.transports import TransportKind, open_transport
 
 ATTRIBUTES = ("background", "color", "shape", "motion")
 PROMPT_SETS = ("held-out", "paraphrase", "train")
@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     sets = {name: with_seeds(prompts, args.seeds) for name, prompts in sets.items()}
     results: dict[str, Score] = {}
     failures: list[dict[str, object]] = []
-    kind = args.local or "triton"  # the same choice as `cinetron generate`
+    kind: TransportKind = args.local or "triton"  # the same choice as `cinetron generate`
     with open_transport(kind, url=args.url, repo=args.repo) as transport:
         pipeline = Pipeline(transport)
         for name, prompts in sets.items():

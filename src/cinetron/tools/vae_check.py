@@ -1,5 +1,5 @@
 """Is the VAE good enough? The judge must read the right attributes back from its
-reconstructions (ARCHITECTURE.md: ≥ 97%), or the DiT can never beat that ceiling.
+reconstructions (the bar: ≥ 97%), or the DiT can never beat that ceiling.
 
 ``python -m cinetron.tools.vae_check [--clips N]`` prints the accuracy table.
 """

@@ -83,7 +83,7 @@ class OnnxLocalTransport(Transport):
         text_mask: npt.NDArray[np.int64],
         request_id: str = "",
     ) -> Latents:
-        feeds = {
+        feeds: dict[str, npt.NDArray[np.generic]] = {
             T.LATENTS: latents,
             T.TIMESTEP: timestep.reshape(-1),
             T.TEXT_EMBEDS: text_embeds,

@@ -116,7 +116,10 @@ def build_components(weights: Path, manifest: ModelManifest) -> list[Component]:
         return {T.INPUT_IDS: ids, T.ATTENTION_MASK: mask}
 
     real_text = tokenizer(list(REAL_PROMPTS))
-    text_real = {T.INPUT_IDS: real_text.input_ids, T.ATTENTION_MASK: real_text.attention_mask}
+    text_real: Feeds = {
+        T.INPUT_IDS: real_text.input_ids,
+        T.ATTENTION_MASK: real_text.attention_mask,
+    }
     with torch.inference_mode():
         real_embeds = text_encoder(*(torch.from_numpy(v) for v in text_real.values())).numpy()
 

@@ -33,7 +33,7 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -52,6 +52,10 @@ from cinetron.export.component import (
 )
 from cinetron.export.configs import RepositoryOptions
 from cinetron.export.repository import ExportReport, finish, write_layout
+
+if TYPE_CHECKING:
+    from diffusers import AutoencoderKLWan
+    from transformers import PreTrainedModel
 
 FAMILY = "wan"
 # Wan2.1's own sampling defaults (wan/configs/shared_config.py and the T2V configs).
@@ -185,7 +189,11 @@ class WanDenoiserForExport(nn.Module):
 class WanVaeDecoderForExport(nn.Module):
     """Normalised latents ``[B, C, T, H, W]`` → video ``[B, 3, 1 + 4(T-1), 8H, 8W]`` in [-1, 1]."""
 
-    def __init__(self, vae: nn.Module) -> None:
+    # Buffers registered in __init__; declared for the type checker.
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def __init__(self, vae: AutoencoderKLWan) -> None:
         super().__init__()
         self.vae = vae
         channels = vae.config.z_dim
@@ -203,9 +211,9 @@ class WanVaeDecoderForExport(nn.Module):
 
 @dataclass
 class WanParts:
-    text_encoder: nn.Module
+    text_encoder: PreTrainedModel  # the class model_index.json names (UMT5EncoderModel)
     transformer: nn.Module
-    vae: nn.Module
+    vae: AutoencoderKLWan
     tokenizer_dir: Path
 
 

@@ -158,12 +158,18 @@ def estimate(
 
 
 # (frames, width, height, denoiser batch): Wan's 480P and 720P 5-second clips, a small clip.
-TABLE_ROWS = ((81, 832, 480, 2), (81, 832, 480, 4), (81, 1280, 720, 2), (49, 480, 320, 2))
+Row = tuple[int, int, int, int]
+TABLE_ROWS: tuple[Row, ...] = (
+    (81, 832, 480, 2),
+    (81, 832, 480, 4),
+    (81, 1280, 720, 2),
+    (49, 480, 320, 2),
+)
 
 
 def table(
     configs: dict[str, dict[str, Any]] = WAN21_T2V_1_3B,
-    rows: tuple[tuple[int, int, int, int], ...] = TABLE_ROWS,
+    rows: tuple[Row, ...] = TABLE_ROWS,
 ) -> str:
     """A markdown table (GiB) of ``estimate`` for each row."""
     counts = parameter_counts(configs)
