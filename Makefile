@@ -22,7 +22,7 @@ help:
 	@echo "make install      create .venv with everything (CPU torch pinned)"
 	@echo "make train        retrain the shapes model into weights/ (about 2 hours on 2 cores)"
 	@echo "make export       write the Triton model repository (FLAVOUR=cpu|gpu)"
-	@echo "make serve        run tritonserver on the repository (127.0.0.1:8000/8001/8002)"
+	@echo "make serve        run tritonserver on the repository (127.0.0.1:8000/8001/8002; TRITON_*_PORT=)"
 	@echo "make lint         ruff + import-linter (layers) + mypy (everything) + proto lint"
 	@echo "make bench        latency, throughput at concurrency 1-8, FLOPs vs peak, knob sweep (~15 min)"
 	@echo "make loadtest     Locust against the gRPC API (API_ADDRESS=host:port, else starts its own)"
@@ -64,8 +64,12 @@ $(REPO)/cinetron.json: $(VENV)/.installed $(wildcard weights/model.json weights/
 export: $(VENV)/.installed
 	$(CINETRON) export --flavour $(FLAVOUR) $(if $(filter cpu,$(FLAVOUR)),--out $(REPO)) $(EXPORT_FLAGS)
 
+TRITON_HTTP_PORT ?= 8000
+TRITON_GRPC_PORT ?= 8001
+TRITON_METRICS_PORT ?= 8002
 serve: $(REPO)/cinetron.json
-	$(CINETRON) serve-triton --repository $(REPO) --http-port 8000 --grpc-port 8001 --metrics-port 8002
+	$(CINETRON) serve-triton --repository $(REPO) --http-port $(TRITON_HTTP_PORT) \
+		--grpc-port $(TRITON_GRPC_PORT) --metrics-port $(TRITON_METRICS_PORT)
 
 # The first command in the README: export if needed, start tritonserver in the background
 # on free loopback ports, wait until it is ready, generate $(DEMO_OUT) from PROMPT over

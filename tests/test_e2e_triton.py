@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -242,3 +243,59 @@ def test_evaluation_through_triton_scores_the_same_as_in_process(
     local = evaluate(Pipeline(onnx_transport), prompts, steps=10)
     assert served.total == local.total == 8
     assert served.row() == local.row()
+
+
+def test_serve_triton_on_a_busy_port_says_so_before_loading_any_model(
+    model_repository: Path,
+) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "cinetron", "serve-triton", "--repository",
+             str(model_repository), "--grpc-port", str(port), "--http-port", "0",
+             "--metrics-port", "0"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert done.returncode == 1
+    assert f"grpc port {port} already in use" in done.stderr
+    assert "successfully loaded" not in done.stdout + done.stderr  # it never started Triton
+    assert "Traceback" not in done.stderr
+
+
+def test_serve_api_says_at_start_when_triton_is_unreachable(tmp_path: Path) -> None:
+    from support import ApiProcess
+
+    dead = f"127.0.0.1:{free_port()}"
+    api = ApiProcess(tmp_path / "data", tmp_path / "api.log", ["--triton-url", dead])
+    try:
+        for _ in range(100):
+            if "event=backend_not_ready" in api.log_text():
+                break
+            time.sleep(0.1)
+        line = next(ln for ln in api.log_text().splitlines() if "backend_not_ready" in ln)
+        assert "level=warning" in line and dead in line
+    finally:
+        api.stop()
+
+
+def test_the_api_data_dir_is_git_ignored() -> None:
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        ["git", "check-ignore", "-q", ".cinetron-data/jobs.sqlite3"], cwd=root, check=False
+    )
+    assert done.returncode == 0, "add .cinetron-data/ to .gitignore"
+
+
+def test_loading_the_torch_text_encoder_prints_nothing() -> None:
+    """`--local torch` used to print transformers' weight report and a progress bar."""
+    code = "from cinetron.models.text_encoder import TextEncoder; TextEncoder()"
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    assert done.stdout == "" and "LOAD REPORT" not in done.stderr, done.stderr
+    assert "Loading weights" not in done.stderr, done.stderr

@@ -88,7 +88,8 @@ def test_only_the_first_carried_window_of_a_prompt_carries_the_motion_on(
     first_of_second_shot = next(i for i, w in enumerate(windows) if w.shot == 1)
     assert moves[:3] == [False, True, False]  # fresh, first carried, later carried
     assert not moves[first_of_second_shot]  # a new prompt decides its own motion
-    extension = windows_of(manifest, video=np.zeros((16, 64, 64, 3), np.uint8), duration=3.0)
+    # 5 s of output = the 2 s input + 24 new frames: three carried windows
+    extension = windows_of(manifest, video=np.zeros((16, 64, 64, 3), np.uint8), duration=5.0)
     assert [w.extrapolate for w in extension] == [True, False, False]
 
 
@@ -108,8 +109,18 @@ def test_extension_carries_from_the_input_and_adds_one_window_by_default(
     video = np.zeros((16, 64, 64, 3), np.uint8)
     (window,) = windows_of(manifest, video=video)
     assert window.carry and window.take == 10
+    # duration is the length of the output, input included: 3 s = 16 given + 8 new frames
     windows = windows_of(manifest, video=video, duration=3.0)
-    assert sum(w.take for w in windows) == 24 and all(w.carry for w in windows)
+    assert sum(w.take for w in windows) == 8 and all(w.carry for w in windows)
+    with pytest.raises(InvalidArgument, match=r"duration: is the length of the output"):
+        windows_of(manifest, video=video, duration=2.0)
+    long_input = np.zeros((472, 64, 64, 3), np.uint8)  # 59 s
+    with pytest.raises(InvalidArgument, match=r"last 60.25 s together; at most 60 s"):
+        windows_of(manifest, video=long_input)
+    with pytest.raises(InvalidArgument, match=r"duration: must be between 0.75 and 60"):
+        windows_of(manifest, video=long_input, duration=61.0)
+    with pytest.raises(InvalidArgument, match=r"video-to-video keeps the input video's length"):
+        windows_of(manifest, video=video, strength=0.5, duration=4.0)
 
 
 @pytest.mark.parametrize(

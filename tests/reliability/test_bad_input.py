@@ -142,6 +142,14 @@ GENERATE_CASES = [
     gen("scheduler_nul", C.INVALID_ARGUMENT, "unknown scheduler", scheduler="euler\x00"),
     gen("model_unknown", C.INVALID_ARGUMENT, "model: unknown model 'wan'", model="wan"),
     gen("model_huge_name", C.INVALID_ARGUMENT, "this server serves", model="m" * 5000),
+    # enums are open in proto3: unknown numbers parse, and must be refused, not defaulted
+    gen("shot_transition_99", C.INVALID_ARGUMENT,
+        "shots[1].transition: unknown ShotTransition 99",
+        shots=[pb.Shot(prompt="a", duration_seconds=1), pb.Shot(prompt="b", duration_seconds=1,
+                                                                transition=99)]),  # type: ignore[arg-type]
+    gen("shot_transition_negative", C.INVALID_ARGUMENT,
+        "shots[0].transition: unknown ShotTransition -5",
+        shots=[pb.Shot(prompt="a", duration_seconds=1, transition=-5)]),  # type: ignore[arg-type]
 ]  # fmt: skip
 
 RAW_CASES = [
@@ -242,6 +250,30 @@ def call(channel: grpc.Channel, case: Case, timeout: float = 60.0) -> tuple[C, s
     method = kind(path, request_serializer=serialize,
                   response_deserializer=RESPONSES[case.rpc].FromString)  # fmt: skip
     return rpc_outcome(lambda: method(case.request, timeout=timeout, metadata=case.metadata))
+
+
+# Garbage to the other services the server hosts: the same INVALID_ARGUMENT as cinetron.v1.
+OTHER_SERVICES = [
+    ("/grpc.health.v1.Health/Check", "unary_unary"),
+    ("/grpc.health.v1.Health/Watch", "unary_stream"),
+    ("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", "stream_stream"),
+]
+
+
+@pytest.mark.parametrize(("path", "kind"), OTHER_SERVICES, ids=[p for p, _ in OTHER_SERVICES])
+def test_garbage_bytes_to_any_service_are_invalid_argument(
+    api: ApiProcess, ledger, path: str, kind: str
+) -> None:
+    ledger("corpus", surface="api", name=f"garbage_to_{path}", expected="INVALID_ARGUMENT")
+    method = getattr(api.channel, kind)(path, request_serializer=lambda b: b,
+                                         response_deserializer=lambda b: b)  # fmt: skip
+    garbage = b"\xff\xff\xff\xff"
+    if kind == "stream_stream":
+        code, details, _ = rpc_outcome(lambda: method(iter([garbage]), timeout=30))
+    else:
+        code, details, _ = rpc_outcome(lambda: method(garbage, timeout=30))
+    assert code == C.INVALID_ARGUMENT, (code, details)
+    assert "not a valid protobuf message" in details
 
 
 @pytest.mark.parametrize("case", API_CASES, ids=[c.name for c in API_CASES])

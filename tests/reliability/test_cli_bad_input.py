@@ -36,12 +36,20 @@ CASES: list[tuple[str, list[str], int, str]] = [
     ("shm_with_local", ["a red circle", "--local", "onnx", "--shm"], 2,
      "--shm: applies to Triton only"),
     ("out_under_a_file", ["a red circle", "--steps", "1", "--out", "{file}/v.mp4"], 2,
-     "cannot write the video"),
+     "cannot write the output"),
     ("url_malformed", ["a red circle", "--url", "::not a host::"], 3, "unavailable"),
+    # bytes that are not UTF-8, as a shell in another encoding passes them
+    ("prompt_not_utf8", [b"a red circle \xff\xfe moving left".decode("utf-8", "surrogateescape")],
+     2, "prompt: must be valid UTF-8 text"),
+    ("image_missing", ["a red circle", "--image", "{file}.missing.png"], 2,
+     "--image: cannot read"),
+    ("video_not_mp4", ["a red circle", "--video", "{file}"], 2, "--video: is not a readable MP4"),
+    ("duration_61", ["a red circle", "--duration", "61"], 2,
+     "duration: must be between 0.75 and 60 seconds"),
 ]  # fmt: skip
 
 
-AS_PROCESS = {"no_prompt", "steps_201", "out_under_a_file", "url_malformed"}
+AS_PROCESS = {"no_prompt", "steps_201", "out_under_a_file", "url_malformed", "prompt_not_utf8"}
 
 
 def run_cli(
@@ -93,3 +101,42 @@ def test_cli_bad_argument_exits_with_its_code_and_one_message(
     assert len(message) == 1, stderr
     videos = [p for p in tmp_path.rglob("*") if p.suffix in (".mp4", ".part") or ".part" in p.name]
     assert not videos, videos  # no partial or complete MP4 left behind
+
+
+EVAL_CASES: list[tuple[str, list[str], int, str]] = [
+    ("eval_scheduler_unknown", ["--scheduler", "bogus"], 2, "argument --scheduler: invalid choice"),
+    ("eval_steps_0", ["--steps", "0", "--url", "{url}"], 2, "steps: must be between 1 and 200"),
+    ("eval_seeds_0", ["--seeds", "0", "--url", "{url}"], 2, "--seeds: must be at least 1"),
+    ("eval_prompts_missing", ["--prompts", "{file}.missing.jsonl", "--url", "{url}"], 2,
+     "--prompts: cannot read"),
+    ("eval_prompts_not_jsonl", ["--prompts", "{file}", "--url", "{url}"], 2,
+     "--prompts: "),
+    ("eval_triton_unreachable", ["--limit", "1", "--url", "127.0.0.1:1"], 3, "unavailable"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", EVAL_CASES, ids=[c[0] for c in EVAL_CASES])
+def test_eval_bad_argument_exits_with_its_code_and_one_message(
+    triton_server: TritonServer,
+    tmp_path: Path,
+    ledger,
+    capsys: pytest.CaptureFixture[str],
+    case: tuple[str, list[str], int, str],
+) -> None:
+    from cinetron.tools.evaluate import main
+
+    name, argv, code, fragment = case
+    ledger("corpus", surface="cli", name=name, expected=f"exit {code}")
+    blocker = tmp_path / "not-jsonl"
+    blocker.write_text("this is not JSON\n")
+    argv = [a.format(url=triton_server.grpc_url, file=blocker) for a in argv]
+    capsys.readouterr()
+    try:
+        returncode = main(argv)
+    except SystemExit as e:  # argparse: usage + error, exit 2
+        returncode = int(e.code or 0)
+    stderr = capsys.readouterr().err
+    assert returncode == code, stderr
+    assert fragment in stderr, stderr
+    lines = [ln for ln in stderr.splitlines() if ln.strip() and not ln.startswith("usage:")]
+    assert len([ln for ln in lines if not ln.startswith(" ")]) == 1, stderr

@@ -128,6 +128,25 @@ def test_auth_guards_every_rpc_and_reflection_over_tls(secured, ledger) -> None:
     assert info.value.code() == C.UNAVAILABLE
 
 
+def test_a_tokens_file_that_stops_decoding_keeps_the_last_good_set(
+    secured, ledger, tmp_path: Path
+) -> None:
+    api, channel, token = secured
+    ledger("security", name="tokens file not UTF-8: last good set kept")
+    tokens = tmp_path / "tokens"
+    tokens.write_bytes(b"# rotated\n\xff" + b"tok-new\n")  # one byte that is not UTF-8
+    good = call_every_rpc(channel, [("authorization", f"Bearer {token}")])
+    assert good["GetInfo"] == C.OK and C.UNKNOWN not in good.values(), good
+    bad = call_every_rpc(channel, [("authorization", "Bearer tok-new")])
+    assert set(bad.values()) == {C.UNAUTHENTICATED}, bad
+    log = api.log_text()
+    assert "event=auth_tokens_reload_failed" in log and "level=warning" in log
+    assert log.count("event=auth_tokens_reload_failed") == 1  # once, not per call
+    tokens.write_text(f"{token}\ntok-new\n")  # fixed: the new set takes over
+    __import__("os").utime(tokens, (1e9, 2e9))  # a new mtime even within one tick
+    assert call_every_rpc(channel, [("authorization", "Bearer tok-new")])["GetInfo"] == C.OK
+
+
 def test_no_token_in_the_logs(secured, ledger) -> None:
     api, channel, token = secured
     ledger("security", name="no secrets in logs")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -35,25 +36,42 @@ class TokenSet:
         self._extra = [_digest(t) for t in extra]
         self._mtime: float | None = None
         self._digests: list[bytes] = list(self._extra)
+        self._failed: tuple[float | None, str] | None = None
         self.reload()
 
     def reload(self) -> None:
+        """Re-read the file if it changed. Raises ``OSError`` (unreadable) or ``ValueError``
+        (not UTF-8 text); the set in use stays as it was."""
         if self.path is None:
             return
         mtime = self.path.stat().st_mtime  # a missing file is a startup error, not "no auth"
         if mtime == self._mtime:
             return
-        lines = self.path.read_text().splitlines()
+        lines = self.path.read_bytes().decode("utf-8").splitlines()
         tokens = [s for line in lines if (s := line.strip()) and not s.startswith("#")]
         self._digests = self._extra + [_digest(t) for t in tokens]
         self._mtime = mtime
         log("auth_tokens_loaded", count=len(self._digests))
 
+    def _stamp(self) -> float | None:
+        try:
+            return self.path.stat().st_mtime if self.path is not None else None
+        except OSError:
+            return None
+
     def accepts(self, token: str) -> bool:
         try:
             self.reload()
-        except OSError as e:  # keep the last good set; say why in the log
-            log("auth_tokens_reload_failed", error=str(e))
+        except (OSError, ValueError) as e:  # keep the last good set; say why in the log
+            if self._failed != (self._stamp(), str(e)):  # once per bad version of the file
+                self._failed = (self._stamp(), str(e))
+                log(
+                    "auth_tokens_reload_failed",
+                    logging.WARNING,
+                    path=self.path,
+                    error=str(e),
+                    kept=len(self._digests),
+                )
         given = _digest(token)
         ok = False
         for digest in self._digests:

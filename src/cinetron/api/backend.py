@@ -8,6 +8,7 @@ NOT_SERVING as soon as a poll fails and back to SERVING when one succeeds.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -66,6 +67,7 @@ class Backend:
         self._transport: Transport | None = None
         self.ready = False
         self.reason = "starting"
+        self._checked = False
 
     def transport(self) -> Transport:
         """The transport, or ``Unavailable`` with the reason while it is not ready."""
@@ -96,9 +98,15 @@ class Backend:
         except Exception as e:  # any failure means "not ready"; the reason is logged
             ready, reason = False, str(e) or type(e).__name__
         changed = ready != self.ready
-        self.ready, self.reason = ready, reason
+        first = not self._checked  # say at start where things stand, even "not ready"
+        self.ready, self.reason, self._checked = ready, reason, True
+        if changed or first:
+            if ready:
+                log("backend_ready", reason=reason)
+            else:
+                log("backend_not_ready", logging.WARNING, reason=reason,
+                    retry_every_s=self.interval_s)  # fmt: skip
         if changed:
-            log("backend_ready" if ready else "backend_not_ready", reason=reason)
             await self._on_change(ready)
         return ready
 

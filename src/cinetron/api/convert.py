@@ -34,6 +34,18 @@ _TRANSITIONS: dict[int, Transition] = {
     pb.SHOT_TRANSITION_CONTINUE: "continue",
 }
 
+
+def transition(i: int, value: int) -> Transition:
+    """A ``ShotTransition`` number as the core's name; an unknown number is refused (proto3
+    enums are open: 99 parses fine and must not silently become a cut)."""
+    if value not in _TRANSITIONS:
+        known = ", ".join(f"{pb.ShotTransition.Name(v)} ({v})" for v in _TRANSITIONS)
+        raise InvalidArgument(
+            f"shots[{i}].transition", f"unknown ShotTransition {value}; expected one of {known}"
+        )
+    return _TRANSITIONS[value]
+
+
 MAX_IDEMPOTENCY_KEY = 128
 MAX_JOB_PAGE = 500
 DEFAULT_JOB_PAGE = 50
@@ -73,7 +85,8 @@ def to_request(msg: pb.GenerateRequest, request_id: str) -> GenerationRequest:
                 "input_video", f"is not a readable MP4 ({type(e).__name__}); send H.264 MP4 bytes"
             ) from None
     shots = tuple(
-        Shot(s.prompt, s.duration_seconds, _TRANSITIONS.get(s.transition, "cut")) for s in msg.shots
+        Shot(s.prompt, s.duration_seconds, transition(i, s.transition))
+        for i, s in enumerate(msg.shots)
     )
     return GenerationRequest(
         prompt=msg.prompt,

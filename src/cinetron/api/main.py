@@ -105,10 +105,17 @@ class ApiServer:
             await self.health.set(service, _NOT_SERVING)
         interceptors: list[grpc.aio.ServerInterceptor] = []
         if c.auth_enabled:
-            tokens = TokenSet(_readable(c.auth_tokens_file, "auth tokens"), c.auth_tokens)
+            path = _readable(c.auth_tokens_file, "auth tokens")
+            try:
+                tokens = TokenSet(path, c.auth_tokens)
+            except (OSError, ValueError) as e:
+                raise SystemExit(
+                    f"the auth tokens file {path} cannot be read ({e}); it must be UTF-8 "
+                    "text, one token per line"
+                ) from None
             interceptors.append(BearerAuth(tokens, on_reject=self._count_rejected))
         # Inside auth: an unauthenticated caller hears UNAUTHENTICATED whatever it sent.
-        interceptors.append(RejectMalformed((f"/{SERVICE_NAME}/",)))
+        interceptors.append(RejectMalformed())
         server = grpc.aio.server(
             interceptors=interceptors,
             options=[

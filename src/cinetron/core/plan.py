@@ -136,9 +136,15 @@ def _shots(
                 f"the shots last {total:g} s together; at most {buckets.MAX_DURATION_S:g} s",
             )
         return out
+    if request.video is not None and request.strength is None:  # extension
+        return [(Shot(prompt, 0.0), _extension_frames(request, manifest, o))]
     if request.duration is not None:
+        if request.video is not None:
+            raise InvalidArgument(
+                "duration", "video-to-video keeps the input video's length; leave it unset"
+            )
         frames = buckets.duration_frames(manifest, request.duration, o)
-    elif request.video is not None and request.strength is not None:
+    elif request.video is not None:
         frames = len(request.video)  # video-to-video keeps the input's length
         if frames > buckets.MAX_DURATION_S * manifest.fps:
             raise InvalidArgument(
@@ -146,11 +152,35 @@ def _shots(
                 f"has {frames} frames; video-to-video takes at most {buckets.MAX_DURATION_S:g} s "
                 f"({int(buckets.MAX_DURATION_S * manifest.fps)} frames); cut it first",
             )
-    elif request.video is not None:
-        frames = manifest.frames - o  # extension by one window
     else:
         frames = manifest.frames
     return [(Shot(prompt, frames / manifest.fps), frames)]
+
+
+def _extension_frames(request: GenerationRequest, manifest: ModelManifest, o: int) -> int:
+    """New frames an extension adds. ``duration`` is the length of the output, input
+    included (its one meaning everywhere); unset, one window's worth."""
+    assert request.video is not None
+    given, step, fps = len(request.video), buckets.frame_step(manifest), manifest.fps
+    limit = buckets.MAX_DURATION_S
+    if request.duration is None:
+        frames = manifest.frames - o  # one window
+    else:
+        total = buckets.duration_frames(manifest, request.duration, o)
+        if total <= given:
+            raise InvalidArgument(
+                "duration",
+                f"is the length of the output, input included: {request.duration:g} s is not "
+                f"longer than the input video's {given / fps:g} s; ask for more",
+            )
+        frames = -(-(total - given) // step) * step  # whole latent frames
+    if (given + frames) / fps > limit + 1e-9:
+        raise InvalidArgument(
+            "video" if request.duration is None else "duration",
+            f"the input ({given / fps:g} s) and its extension last {(given + frames) / fps:g} s "
+            f"together; at most {limit:g} s",
+        )
+    return frames
 
 
 def plan_windows(

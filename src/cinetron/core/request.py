@@ -103,6 +103,14 @@ def text(field: str, value: str | bytes, allow_empty: bool) -> str:
             ) from None
     if not isinstance(value, str):
         raise InvalidArgument(field, f"must be text, got {type(value).__name__}")
+    try:  # lone surrogates: how Python hands over argv bytes that are not UTF-8
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise InvalidArgument(
+            field,
+            f"must be valid UTF-8 text; character {e.start} is not (raw bytes, e.g. from a "
+            "shell in another encoding); pass the text as UTF-8",
+        ) from None
     if "\x00" in value:
         raise InvalidArgument(field, "must not contain NUL characters")
     if not allow_empty and not value.strip():

@@ -32,7 +32,13 @@ class TextEncoder(nn.Module):
 
     def __init__(self, model_dir: Path | None = None) -> None:
         super().__init__()
+        import transformers
         from transformers import BertModel
+
+        # Every load would print a weight report (the pooler we leave out on purpose is
+        # "UNEXPECTED") and a progress bar: noise on each `cinetron generate --local torch`.
+        transformers.logging.set_verbosity_error()
+        transformers.logging.disable_progress_bar()
 
         self.bert = BertModel.from_pretrained(
             str(model_dir or minilm_dir()), attn_implementation="eager", add_pooling_layer=False

@@ -24,9 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
+from cinetron.core.errors import InvalidArgument
 from cinetron.core.pipeline import Pipeline
 from cinetron.core.request import GenerationRequest
+from cinetron.core.schedulers import SCHEDULERS
 from cinetron.models import captions
+from cinetron.tools.exits import read_input, run
 from cinetron.tools.judge import judge
 from cinetron.transports import TransportKind, open_transport
 
@@ -67,12 +70,21 @@ def with_seeds(prompts: list[EvalPrompt], seeds: int) -> list[EvalPrompt]:
 
 def load_prompts(path: Path) -> list[EvalPrompt]:
     out = []
-    for i, line in enumerate(path.read_text().splitlines()):
-        if line.strip():
+    text = read_input("--prompts", path).decode("utf-8", errors="replace")
+    for i, line in enumerate(text.splitlines()):
+        if not line.strip():
+            continue
+        try:
             row = json.loads(line)
-            out.append(
-                EvalPrompt(row["prompt"], tuple(row["attributes"]), row.get("seed", 1000 + i))
-            )
+            attributes = tuple(str(a) for a in row["attributes"])
+            seed = int(row.get("seed", 1000 + i))
+            out.append(EvalPrompt(str(row["prompt"]), attributes, seed))  # type: ignore[arg-type]
+        except (ValueError, KeyError, TypeError) as e:
+            raise InvalidArgument(
+                "--prompts",
+                f"{path} line {i + 1}: {e}; expected "
+                '{"prompt": "...", "attributes": [background, colour, shape, motion]}',
+            ) from None
     return out
 
 
@@ -156,11 +168,12 @@ def format_table(rows: dict[str, Score]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+PROG = "cinetron eval"
+
+
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="cinetron eval",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--sets", nargs="+", default=list(PROMPT_SETS), choices=PROMPT_SETS)
     p.add_argument("--prompts", type=Path, help="a JSONL prompt file instead of --sets")
@@ -170,35 +183,38 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repo", type=Path, default=Path("model_repository"))
     p.add_argument("--steps", type=int)
     p.add_argument("--guidance", type=float)
-    p.add_argument("--scheduler")
+    p.add_argument("--scheduler", choices=list(SCHEDULERS))
     p.add_argument("--shift", type=float)
     p.add_argument("--seeds", type=int, default=1, help="videos per prompt, each its own seed")
     p.add_argument("--json", type=Path, help="also write results (and failures) as JSON")
-    args = p.parse_args(argv)
+    return p
 
+
+def run_eval(args: argparse.Namespace) -> None:
+    if args.seeds < 1:
+        raise InvalidArgument("--seeds", f"must be at least 1, got {args.seeds}")
+    if args.limit is not None and args.limit < 1:
+        raise InvalidArgument("--limit", f"must be at least 1, got {args.limit}")
     sets = (
         {"file": load_prompts(args.prompts)}
         if args.prompts
         else {name: prompt_set(name, args.limit) for name in args.sets}
     )
-    if args.seeds < 1:
-        p.error(f"--seeds must be at least 1, got {args.seeds}")
     sets = {name: with_seeds(prompts, args.seeds) for name, prompts in sets.items()}
+    settings = {
+        "steps": args.steps,
+        "guidance": args.guidance,
+        "scheduler": args.scheduler,
+        "shift": args.shift,
+    }
     results: dict[str, Score] = {}
     failures: list[dict[str, object]] = []
     kind: TransportKind = args.local or "triton"  # the same choice as `cinetron generate`
     with open_transport(kind, url=args.url, repo=args.repo) as transport:
         pipeline = Pipeline(transport)
+        pipeline.plan(GenerationRequest("a check of the settings", **settings))  # fail first
         for name, prompts in sets.items():
-            score = evaluate(
-                pipeline,
-                prompts,
-                steps=args.steps,
-                guidance=args.guidance,
-                scheduler=args.scheduler,
-                shift=args.shift,
-                failures=failures,
-            )
+            score = evaluate(pipeline, prompts, **settings, failures=failures)
             results[name] = score
             print(f"{name}: {100 * score.row()['all']:.1f}% all four correct", file=sys.stderr)
     print(format_table(results))
@@ -210,4 +226,8 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(
             json.dumps({"results": payload, "failures": failures}, indent=2) + "\n"
         )
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)  # exits 2 with a usage line on malformed options
+    return run(PROG, lambda: run_eval(args))

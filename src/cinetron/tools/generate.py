@@ -2,10 +2,7 @@
 
 One clip by default; ``--duration``, ``--shot``/``--storyboard``, ``--image``, ``--video``
 (``--strength``) and ``--width``/``--height`` make longer or conditioned videos — all one
-request, one plan, one sampling loop.
-
-Exit codes: 0 done, 2 bad input, 3 Triton/model unavailable, 4 the model failed,
-130 interrupted. Errors are one line on stderr, never a traceback.
+request, one plan, one sampling loop. Exit codes and errors: ``tools/exits.py``.
 """
 
 from __future__ import annotations
@@ -21,7 +18,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from cinetron.core.errors import Cancelled, InvalidArgument, ModelError, Unavailable
+from cinetron.core.errors import InvalidArgument
 from cinetron.core.request import (
     DEFAULT_CARRY_STRENGTH,
     DEFAULT_OVERLAP,
@@ -31,9 +28,9 @@ from cinetron.core.request import (
 )
 from cinetron.core.schedulers import SCHEDULERS
 from cinetron.core.transport import Transport
+from cinetron.tools.exits import read_input, run
 from cinetron.transports import open_transport
 
-EXIT_BAD_INPUT, EXIT_UNAVAILABLE, EXIT_MODEL_ERROR, EXIT_INTERRUPTED = 2, 3, 4, 130
 PROG = "cinetron generate"
 STORYBOARD_HELP = (
     'JSON file: [{"prompt": "...", "duration": 15, "transition": "cut"|"continue"}, ...]'
@@ -47,7 +44,12 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("prompt", help='what the video shows, e.g. "a red circle moving left"')
     p.add_argument("--negative-prompt", default=None, help="what to steer away from")
-    p.add_argument("--seed", type=int, default=0, help="same seed + options → same video")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="default 0: the same command makes the same video (the API picks one at random)",
+    )
     p.add_argument("--steps", type=int, default=None, help="denoising steps (model default)")
     p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale")
     p.add_argument("--scheduler", choices=list(SCHEDULERS), default=None, help="sampler")
@@ -85,7 +87,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--request-id", default="", help="sent to Triton as the request id")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     g = p.add_argument_group("beyond one clip (composed from overlapping windows)")
-    g.add_argument("--duration", type=float, default=None, help="seconds, up to 60")
+    g.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        help="length of the output in seconds, up to 60 (with --video: input included)",
+    )
     g.add_argument(
         "--shot",
         action="append",
@@ -139,8 +146,17 @@ def load_storyboard(path: Path) -> tuple[Shot, ...]:
         raise InvalidArgument("--storyboard", f"{path}: {e}; expected {STORYBOARD_HELP}") from None
 
 
+def decode_video_input(data: bytes) -> npt.NDArray[np.uint8]:
+    from cinetron.core.video import decode_mp4
+
+    try:
+        return decode_mp4(data)
+    except Exception as e:  # PyAV raises many kinds for files that are not video
+        raise InvalidArgument("--video", f"is not a readable MP4 ({type(e).__name__})") from None
+
+
 def request_from(args: argparse.Namespace) -> GenerationRequest:
-    from cinetron.core.video import decode_image, decode_mp4
+    from cinetron.core.video import decode_image
 
     shots = load_storyboard(args.storyboard) if args.storyboard is not None else ()
     shots += tuple(parse_shot(s) for s in args.shot or ())
@@ -155,8 +171,8 @@ def request_from(args: argparse.Namespace) -> GenerationRequest:
         request_id=args.request_id,
         duration=args.duration,
         shots=shots,
-        image=decode_image(args.image.read_bytes()) if args.image else None,
-        video=decode_mp4(args.video) if args.video else None,
+        image=decode_image(read_input("--image", args.image)) if args.image else None,
+        video=decode_video_input(read_input("--video", args.video)) if args.video else None,
         strength=args.strength,
         width=args.width,
         height=args.height,
@@ -244,27 +260,7 @@ def describe(frames: npt.NDArray[np.uint8], family: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)  # exits 2 with a usage line on malformed options
-    try:
-        generate(args)
-    except InvalidArgument as e:
-        print(f"{PROG}: invalid {e}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except Unavailable as e:
-        print(f"{PROG}: unavailable: {e}", file=sys.stderr)
-        return EXIT_UNAVAILABLE
-    except FileNotFoundError as e:  # --local torch without trained weights
-        print(f"{PROG}: unavailable: {e}", file=sys.stderr)
-        return EXIT_UNAVAILABLE
-    except ModelError as e:
-        print(f"{PROG}: model error: {e}", file=sys.stderr)
-        return EXIT_MODEL_ERROR
-    except (KeyboardInterrupt, Cancelled):
-        print(f"{PROG}: interrupted; no video written", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except OSError as e:  # the output path is not writable, the disk is full, …
-        print(f"{PROG}: cannot write the video: {e}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    return 0
+    return run(PROG, lambda: generate(args))
 
 
 if __name__ == "__main__":

@@ -242,6 +242,17 @@ def server_env(python_bin: Path, base: dict[str, str] | None = None) -> dict[str
     return env
 
 
+def port_is_free(port: int) -> bool:
+    """Whether ``port`` can be bound on the loopback address now."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind: only a
+        try:  # listener makes it busy, not a closed connection in TIME_WAIT
+            s.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((HOST, 0))
@@ -346,6 +357,13 @@ class TritonServer:
             raise TritonStartError(
                 f"{self.repository} is not a complete model repository (no cinetron.json); "
                 "run `cinetron export` (or `make export`) first"
+            )
+        busy = [f"{k} port {v}" for k, v in self.ports.items() if v and not port_is_free(v)]
+        if busy:  # say so now, not after loading every model into a server that cannot bind
+            raise TritonStartError(
+                f"{', '.join(busy)} already in use on {HOST} (another tritonserver, or "
+                "`make serve` running?); stop it or pick other ports (--http-port, --grpc-port, "
+                "--metrics-port; `make serve TRITON_GRPC_PORT=…`; 0 picks free ones)"
             )
         server_tree(self.tree)
         self._python_bin = self.python_env or stub_env(self.tree)

@@ -94,11 +94,6 @@ def _component(
 
 def build_components(weights: Path, manifest: ModelManifest) -> list[Component]:
     """The text encoder, denoiser, VAE decoder and VAE encoder, shaped from the manifest."""
-    import transformers
-
-    # The pooler weights it reports as unused are the ones we leave out on purpose.
-    transformers.logging.set_verbosity_error()
-    transformers.logging.disable_progress_bar()
     L, D = manifest.text_length, manifest.text_dim
     latent = manifest.latent_shape
     video_shape = (3, manifest.frames, manifest.height, manifest.width)
