@@ -27,7 +27,7 @@ help:
 	@echo "make bench        latency, throughput at concurrency 1-8, FLOPs vs peak, knob sweep (~15 min)"
 	@echo "make loadtest     Locust against the gRPC API (API_ADDRESS=host:port, else starts its own)"
 	@echo "make serve-api    the public gRPC API on 127.0.0.1:50051 (needs \`make serve\`, or API_FLAGS=\"--local torch\")"
-	@echo "make reliability  bad input, faults, overload, security; table in bench/results/reliability.json"
+	@echo "make reliability  bad input, faults, overload, security; table in outputs/reliability.json"
 	@echo "make deploy-check render + validate + lint the Kubernetes deploy (DEPLOY_DIR=deploy)"
 	@echo "make storyboard-demo  60 s 4-shot storyboard through Triton → outputs/storyboard.mp4, judged per shot"
 
@@ -142,9 +142,11 @@ test-slow: install
 
 # Reliability and security suite (tests/reliability): bad-input corpus, fuzzing, faults
 # with real processes, overload, security, pip-audit. Its fast part also runs in `make test`;
-# this runs all of it, prints the summary table and writes bench/results/reliability.json.
+# this runs all of it, prints the summary table and writes outputs/reliability.json (the
+# committed record: RELIABILITY_OUT=bench/results/reliability.json).
+RELIABILITY_OUT ?= outputs/reliability.json
 reliability: install
-	$(PY) -m bench.reliability_report --out bench/results/reliability.json
+	$(PY) -m bench.reliability_report --out $(RELIABILITY_OUT)
 
 # Kubernetes deployment, checked offline: kustomize render, schemas, wiring, Dockerfiles,
 # checkov (tests/test_deploy.py runs the same checks inside `make test`).

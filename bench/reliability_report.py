@@ -25,7 +25,10 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_OUT = ROOT / "bench" / "results" / "reliability.json"
+# A run writes here (git-ignored), so it leaves the checkout clean; the committed record
+# bench/results/reliability.json is rewritten only when asked (--out, make reliability
+# RELIABILITY_OUT=bench/results/reliability.json).
+DEFAULT_OUT = ROOT / "outputs" / "reliability.json"
 RESULTS_ENV = "CINETRON_RELIABILITY_RESULTS"  # read by tests/reliability/conftest.py
 
 

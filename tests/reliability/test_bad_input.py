@@ -495,3 +495,39 @@ def test_after_the_whole_corpus_the_api_and_triton_are_healthy(
     assert "code=INTERNAL" not in api.log_text() and "code=UNKNOWN" not in api.log_text()
     velocity = _infer(triton_client, "denoiser", _good(ModelManifest.load(model_repository)))
     assert velocity.as_numpy("velocity").shape[0] == 2
+
+
+def test_inputs_that_decode_far_larger_than_their_bytes_are_refused_from_the_header(
+    api: ApiProcess, ledger
+) -> None:
+    """A small MP4 of 240 frames at 640x360 or PNG of 6000x6000 once cost the API hundreds
+    of MB and stalled its event loop before INVALID_ARGUMENT: sizes and frame counts are
+    checked from the container's header now, before any pixel is decoded."""
+    from rel_support import rss_bytes
+
+    from cinetron.core.video import encode_mp4, encode_png
+
+    ledger("corpus", surface="api", name="decompression_bombs", expected="INVALID_ARGUMENT")
+    wide = encode_mp4(np.zeros((240, 360, 640, 3), np.uint8), 8)
+    long = encode_mp4(np.zeros((1000, 64, 64, 3), np.uint8), 8)
+    huge = encode_png(np.zeros((6000, 6000, 3), np.uint8))
+    assert len(wide) < 32 << 10 and len(long) < 64 << 10 and len(huge) < 1 << 20
+    cases = [
+        (pb.GenerateRequest(prompt="a", input_video=wide), "input_video: is 640x360"),
+        (pb.GenerateRequest(prompt="a", input_video=long), "input_video: has 1000 frames"),
+        (pb.GenerateRequest(prompt="a", image=huge), "image: is 6000x6000"),
+    ]
+    generate = api.stub.Generate
+    rpc_outcome(lambda: generate(pb.GenerateRequest(prompt="warm", steps=1), timeout=60))
+    before = rss_bytes(api.pid)
+    for request, fragment in cases:
+        code, details, _ = rpc_outcome(lambda r=request: generate(r, timeout=60))  # type: ignore[misc]
+        assert code == C.INVALID_ARGUMENT and fragment in details, (code, details)
+        code, details, _ = rpc_outcome(
+            lambda r=request: api.stub.SubmitJob(pb.SubmitJobRequest(request=r), timeout=60)  # type: ignore[misc]
+        )
+        assert code == C.INVALID_ARGUMENT and fragment in details, (code, details)
+    grown = (rss_bytes(api.pid) - before) / 2**20
+    print(f"API RSS grew {grown:.1f} MiB over the three inputs")
+    assert grown < 40, f"decoding was not bounded: RSS grew {grown:.0f} MiB"
+    assert api.health() == SERVING

@@ -8,6 +8,7 @@ job state and a reason. ``lost`` counts the ones that did neither within their b
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
@@ -166,6 +167,34 @@ def test_triton_frozen_mid_generation_deadlines_are_honoured(
     retry_until_ok(lambda: good_request_succeeds(api.stub), 60)
 
 
+def test_informational_rpcs_answer_at_once_while_triton_is_frozen(
+    triton_factory: Callable[..., TritonServer], spawn_api, ledger
+) -> None:
+    """GetInfo once waited 5 s on a frozen Triton and then said supports_image_input=false.
+    Informational RPCs read cached state: they answer at once (the deadline below is a
+    tenth of that old wait), and a slow Triton does not change what the model can do."""
+    ledger("fault", name="SIGSTOP tritonserver: GetInfo/ListModels", accepted=0, lost=0)
+    triton = triton_factory()
+    api = spawn_api("--triton-url", triton.grpc_url)
+    assert api.stub.GetInfo(pb.GetInfoRequest(), timeout=5).models[0].supports_image_input
+    os.kill(triton.pid, signal.SIGSTOP)
+    try:
+        for _ in range(100):
+            if process_state(triton.pid) == "T":
+                break
+            time.sleep(0.02)
+        for _ in range(3):  # before and after the readiness probe notices
+            info = api.stub.GetInfo(pb.GetInfoRequest(), timeout=0.5)
+            assert info.models and info.models[0].supports_image_input
+            models = api.stub.ListModels(pb.ListModelsRequest(), timeout=0.5).models
+            assert models and models[0].supports_image_input
+            time.sleep(1.5)
+        assert not api.stub.GetInfo(pb.GetInfoRequest(), timeout=0.5).ready
+    finally:
+        os.kill(triton.pid, signal.SIGCONT)
+    api.wait_serving(60)
+
+
 @pytest.mark.slow
 def test_api_killed_mid_job_loses_no_job(triton_server: TritonServer, spawn_api, ledger) -> None:
     entry = ledger("fault", name="kill -9 serve-api mid-job", accepted=0, lost=0)
@@ -277,19 +306,32 @@ def test_data_dir_that_is_a_file_stops_start_with_a_clear_message(tmp_path: Path
     assert "cannot hold the jobs database" in done.stderr and "--data-dir" in done.stderr
 
 
+def fill(path: Path) -> None:
+    """Write ``path`` until the file system is full (ENOSPC), to its last block."""
+    with path.open("wb", buffering=0) as f:
+        for size in (1 << 16, 1 << 10, 1):
+            try:
+                while True:
+                    f.write(b"\0" * size)
+            except OSError as e:
+                if e.errno != errno.ENOSPC:
+                    raise
+
+
 @pytest.mark.slow
 def test_full_disk_fails_the_job_with_resource_exhausted_and_no_partial_mp4(
     triton_server: TritonServer, spawn_api, ledger
 ) -> None:
-    entry = ledger("fault", name="disk full (16 KiB tmpfs)", accepted=0, lost=0)
+    entry = ledger("fault", name="disk full (a tmpfs filled to the last byte)", accepted=0, lost=0)
     api = spawn_api("--triton-url", triton_server.grpc_url)
     videos = api.data_dir / "videos"
     mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(videos)], capture_output=True
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(videos)], capture_output=True
     )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
     try:
+        fill(videos / "filler")  # whatever the MP4's size, not one byte of it fits
         job_id = submit(api, 1)
         entry["accepted"] = 1
         job = wait_job(api, job_id, 60)

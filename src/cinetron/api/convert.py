@@ -26,7 +26,7 @@ from cinetron.core.request import (
     Transition,
 )
 from cinetron.core.schedulers import SCHEDULERS
-from cinetron.core.video import decode_image, decode_mp4
+from cinetron.core.video import decode_image, decode_video
 
 _TRANSITIONS: dict[int, Transition] = {
     pb.SHOT_TRANSITION_UNSPECIFIED: "cut",
@@ -70,20 +70,21 @@ def to_plan(
             f"unknown model {msg.model!r}; this server serves {manifest.family!r} "
             f"(version {manifest.version}); leave it empty for the served model",
         )
-    return plan(to_request(msg, request_id), manifest, can_encode_video)
+    return plan(to_request(msg, request_id, manifest), manifest, can_encode_video)
 
 
-def to_request(msg: pb.GenerateRequest, request_id: str) -> GenerationRequest:
+def to_request(
+    msg: pb.GenerateRequest, request_id: str, manifest: ModelManifest | None = None
+) -> GenerationRequest:
     """The message as a ``GenerationRequest``: unset optional fields stay ``None`` (the
-    model's defaults); image and video bytes are decoded."""
+    model's defaults); image and video bytes are decoded — bounded by ``manifest``'s size
+    and longest video, checked from their headers before any pixel is decoded."""
+    size = None if manifest is None else (manifest.width, manifest.height)
+    longest = None if manifest is None else int(buckets.MAX_DURATION_S * manifest.fps)
+    image = decode_image(msg.image, size) if msg.image else None
     video = None
     if msg.input_video:
-        try:
-            video = decode_mp4(msg.input_video)
-        except Exception as e:  # PyAV raises many kinds for garbage bytes
-            raise InvalidArgument(
-                "input_video", f"is not a readable MP4 ({type(e).__name__}); send H.264 MP4 bytes"
-            ) from None
+        video = decode_video(msg.input_video, size, longest, field="input_video")
     shots = tuple(
         Shot(s.prompt, s.duration_seconds, transition(i, s.transition))
         for i, s in enumerate(msg.shots)
@@ -99,7 +100,7 @@ def to_request(msg: pb.GenerateRequest, request_id: str) -> GenerationRequest:
         request_id=request_id,
         duration=msg.duration_seconds if msg.HasField("duration_seconds") else None,
         shots=shots,
-        image=decode_image(msg.image) if msg.image else None,
+        image=image,
         video=video,
         strength=msg.strength if msg.HasField("strength") else None,
         width=msg.width or None,

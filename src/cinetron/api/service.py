@@ -160,7 +160,8 @@ class VideoService(pb_grpc.VideoServiceServicer):
     async def Generate(
         self, request: pb.GenerateRequest, call: _Call
     ) -> AsyncIterator[pb.GenerateEvent]:
-        plan = self.planner(convert.with_seed(request), call.request_id)
+        # Decoding an image or video takes CPU: never on the event loop (health waits).
+        plan = await asyncio.to_thread(self.planner, convert.with_seed(request), call.request_id)
         remaining = call.context.time_remaining()
         deadline = None if remaining is None else time.monotonic() + remaining
         ticket = Ticket(plan, call.request_id, deadline)
@@ -211,7 +212,11 @@ class VideoService(pb_grpc.VideoServiceServicer):
 
     @_rpc
     async def ListModels(self, request: pb.ListModelsRequest, call: _Call) -> pb.ListModelsResponse:
-        return pb.ListModelsResponse(models=[self._model_message(self.backend.manifest())])
+        # What was last served, even while Triton is slow or restarting (GetInfo says ready).
+        manifest = self.backend.manifest_or_none()
+        if manifest is None:
+            manifest = self.backend.manifest()  # never connected: UNAVAILABLE with the reason
+        return pb.ListModelsResponse(models=[self._model_message(manifest)])
 
     def _model_message(self, manifest: ModelManifest) -> pb.Model:
         return convert.model_message(manifest, self.backend.can_encode_video)

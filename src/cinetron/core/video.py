@@ -7,6 +7,7 @@ crash or a full disk never leaves a partial MP4 that looks complete.
 from __future__ import annotations
 
 import io
+import struct
 from fractions import Fraction
 from pathlib import Path
 
@@ -43,20 +44,89 @@ def encode_mp4(frames: Frames, fps: int, crf: int = 12) -> bytes:
     return buffer.getvalue()
 
 
-def decode_image(data: bytes) -> npt.NDArray[np.uint8]:
-    """PNG/JPEG/… bytes → ``[H, W, 3]`` uint8 RGB (any still format ffmpeg reads)."""
+Size = tuple[int, int]  # (width, height)
+
+
+def image_size(data: bytes) -> Size | None:
+    """``(width, height)`` from a PNG or JPEG header, without decoding; None for others."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR" and len(data) >= 24:
+        width, height = struct.unpack(">II", data[16:24])
+        return int(width), int(height)
+    if data[:2] == b"\xff\xd8":  # JPEG: walk the markers to the first start-of-frame
+        i = 2
+        while i + 9 <= len(data) and data[i] == 0xFF:
+            marker, length = data[i + 1], struct.unpack(">H", data[i + 2 : i + 4])[0]
+            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+                height, width = struct.unpack(">HH", data[i + 5 : i + 9])
+                return int(width), int(height)
+            i += 2 + length
+    return None
+
+
+def _check_size(field: str, got: Size, want: Size | None) -> None:
+    if want is not None and got != want:
+        raise InvalidArgument(
+            field,
+            f"is {got[0]}x{got[1]} but the model makes {want[0]}x{want[1]} video; "
+            "resize it to that size first",
+        )
+
+
+def decode_image(data: bytes, size: Size | None = None, field: str = "image") -> Frames:
+    """PNG/JPEG/… bytes → ``[H, W, 3]`` uint8 RGB (any still format ffmpeg reads).
+
+    ``size``: the only size accepted, checked from the header before anything is
+    decoded, so a small file that decodes to a huge image costs nothing.
+    """
+    header = image_size(data)
+    if header is not None:
+        _check_size(field, header, size)
     try:
         with av.open(io.BytesIO(data), mode="r") as container:
-            frame = next(container.decode(video=0))
+            stream = container.streams.video[0]
+            _check_size(field, (stream.codec_context.width, stream.codec_context.height), size)
+            frame = next(container.decode(stream))
             return np.asarray(frame.to_ndarray(format="rgb24"), dtype=np.uint8)
-    except (av.error.FFmpegError, StopIteration, ValueError) as e:
+    except (av.error.FFmpegError, StopIteration, ValueError, IndexError) as e:
         raise InvalidArgument(
-            "image", f"is not a readable image ({type(e).__name__}); send PNG or JPEG bytes"
+            field, f"is not a readable image ({type(e).__name__}); send PNG or JPEG bytes"
         ) from None
 
 
+def decode_video(
+    data: bytes, size: Size | None = None, max_frames: int | None = None, field: str = "video"
+) -> Frames:
+    """MP4 (any container ffmpeg reads) bytes → ``[F, H, W, 3]`` uint8, bounded: ``size`` is
+    checked from the stream header and ``max_frames`` from its frame count before decoding,
+    and again while decoding (a stream may not declare its length), so memory stays at
+    most ``max_frames × H × W × 3`` bytes whatever the file claims."""
+    limit = "" if max_frames is None else f"at most {max_frames} frames"
+    try:
+        with av.open(io.BytesIO(data), mode="r") as container:
+            stream = container.streams.video[0]
+            _check_size(field, (stream.codec_context.width, stream.codec_context.height), size)
+            if max_frames is not None and stream.frames > max_frames:
+                raise InvalidArgument(field, f"has {stream.frames} frames; {limit}")
+            frames: list[Frames] = []
+            for frame in container.decode(stream):
+                if max_frames is not None and len(frames) == max_frames:
+                    raise InvalidArgument(field, f"has more than {max_frames} frames; {limit}")
+                _check_size(field, (frame.width, frame.height), size)
+                frames.append(np.asarray(frame.to_ndarray(format="rgb24"), np.uint8))
+    except (av.error.FFmpegError, ValueError, IndexError) as e:
+        if isinstance(e, InvalidArgument):
+            raise
+        raise InvalidArgument(
+            field, f"is not a readable MP4 ({type(e).__name__}); send H.264 MP4 bytes"
+        ) from None
+    if not frames:
+        raise InvalidArgument(field, "has no video frames; send H.264 MP4 bytes")
+    return np.stack(frames)
+
+
 def decode_mp4(data: bytes | str | Path) -> Frames:
-    """Every frame of an MP4 (bytes or path) as ``[F, H, W, 3]`` uint8."""
+    """Every frame of an MP4 we made or trust (bytes or path) as ``[F, H, W, 3]`` uint8;
+    caller-supplied bytes go through ``decode_video``, which bounds what it decodes."""
     source = io.BytesIO(data) if isinstance(data, bytes) else str(data)
     with av.open(source, mode="r") as container:
         frames = [

@@ -146,20 +146,16 @@ def load_storyboard(path: Path) -> tuple[Shot, ...]:
         raise InvalidArgument("--storyboard", f"{path}: {e}; expected {STORYBOARD_HELP}") from None
 
 
-def decode_video_input(data: bytes) -> npt.NDArray[np.uint8]:
-    from cinetron.core.video import decode_mp4
-
-    try:
-        return decode_mp4(data)
-    except Exception as e:  # PyAV raises many kinds for files that are not video
-        raise InvalidArgument("--video", f"is not a readable MP4 ({type(e).__name__})") from None
-
-
 def request_from(args: argparse.Namespace) -> GenerationRequest:
-    from cinetron.core.video import decode_image
+    from cinetron.core.video import decode_image, decode_video
 
     shots = load_storyboard(args.storyboard) if args.storyboard is not None else ()
     shots += tuple(parse_shot(s) for s in args.shot or ())
+    image = video = None
+    if args.image is not None:
+        image = decode_image(read_input("--image", args.image), field="--image")
+    if args.video is not None:
+        video = decode_video(read_input("--video", args.video), field="--video")
     return GenerationRequest(
         prompt=args.prompt,
         negative_prompt=args.negative_prompt,
@@ -171,8 +167,8 @@ def request_from(args: argparse.Namespace) -> GenerationRequest:
         request_id=args.request_id,
         duration=args.duration,
         shots=shots,
-        image=decode_image(read_input("--image", args.image)) if args.image else None,
-        video=decode_video_input(read_input("--video", args.video)) if args.video else None,
+        image=image,
+        video=video,
         strength=args.strength,
         width=args.width,
         height=args.height,
