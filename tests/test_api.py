@@ -183,6 +183,20 @@ def test_same_seed_gives_the_same_video_and_an_unset_seed_is_reported(start_api,
     assert (decode_mp4(again[-1].completed.video) == decode_mp4(chosen.video)).all()
 
 
+def test_the_model_says_what_it_understands_and_warns_about_the_rest(start_api):
+    stub = start_api().stub()
+    (model,) = stub.ListModels(pb.ListModelsRequest()).models
+    entries = {(e.attribute, e.value): list(e.phrases) for e in model.vocabulary}
+    assert "crimson" in entries[("color", "red")] and ("shape", "triangle") in entries
+    events = list(stub.Generate(pb.GenerateRequest(prompt="a red unicorn", steps=1)))
+    (warning,) = events[-1].completed.warnings
+    assert "'unicorn'" in warning
+    with pytest.raises(grpc.RpcError) as e:
+        list(stub.Generate(pb.GenerateRequest(prompt="a cat playing the piano", steps=1)))
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "knows none of the words" in (e.value.details() or "")
+
+
 def test_request_id_from_metadata_is_echoed(start_api):
     stub = start_api().stub()
     call = stub.Generate(

@@ -6,7 +6,7 @@ import pytest
 
 from cinetron.contract.manifest import ModelManifest
 from cinetron.core.errors import InvalidArgument
-from cinetron.core.request import GenerationRequest, resolve
+from cinetron.core.request import GenerationRequest, Shot, resolve
 
 MANIFEST = ModelManifest(
     family="test",
@@ -65,3 +65,27 @@ def test_defaults_come_from_the_manifest() -> None:
 def test_utf8_bytes_and_right_to_left_text_are_accepted() -> None:
     params = resolve(GenerationRequest(prompt="دائرة حمراء".encode()), MANIFEST)
     assert params.prompt == "دائرة حمراء"
+
+
+def test_a_prompt_the_model_cannot_follow_is_refused_naming_what_it_draws() -> None:
+    from cinetron.core.plan import plan
+    from cinetron.models.loading import shapes_manifest
+
+    shapes = shapes_manifest()
+    for prompt in ("红色圆形向左移动", "🔴➡️", "a cat playing the piano", "sunset over the ocean"):
+        with pytest.raises(InvalidArgument, match=r"knows none of the words.*shape: circle"):
+            plan(GenerationRequest(prompt), shapes)
+    partly = plan(GenerationRequest("a red cat moving to the left"), shapes)
+    assert len(partly.warnings) == 1 and "'cat'" in partly.warnings[0]
+    assert plan(GenerationRequest("a red circle moving to the left"), shapes).warnings == ()
+    storyboard = plan(
+        GenerationRequest("", shots=(Shot("a red circle", 2.0), Shot("a red dog", 2.0))), shapes
+    )
+    assert storyboard.warnings and storyboard.warnings[0].startswith("shots[1].prompt")
+
+
+def test_a_model_without_a_vocabulary_takes_any_prompt() -> None:
+    from cinetron.core.plan import plan
+
+    assert MANIFEST.vocabulary == {}
+    assert plan(GenerationRequest("a cat playing the piano"), MANIFEST).warnings == ()

@@ -28,9 +28,10 @@ SHOT_A = ("black", "red", "circle", "right")
 SHOT_B = ("white", "blue", "square", "still")
 # H.264 (crf 12) costs the first frame a little PSNR over the in-process value.
 API_I2V_MIN_PSNR_DB = 22.0
-# Share of the 60 s storyboard's clips whose background / colour are judged right.
-DEMO_MIN_BACKGROUND = 0.75
-DEMO_MIN_COLOR = 0.5
+# Share of the 60 s storyboard's clips the judge accepts (one object, a clean background)
+# with the right background and colour — over the whole video: later windows of a long
+# shot still lose the object at the frame edge (docs/beyond-one-clip.md: 71% measured).
+DEMO_MIN_IDENTITY = 0.5
 
 
 @pytest.fixture(scope="session")
@@ -142,7 +143,12 @@ def test_sixty_second_four_shot_storyboard_through_triton_judged_per_shot(triton
     assert video.frames.shape == (480, 64, 64, 3) and len(video.shot_starts) == 4
     expected = [a for a, _, _ in DEMO_SHOTS]
     print("\n" + demo_table(video, expected, 16))
+    kept = clips = 0
     for frames, attrs in zip(shot_segments(video), expected, strict=True):
-        row = judge_shot(frames, attrs, 16).row()
-        assert row["background"] >= DEMO_MIN_BACKGROUND, (attrs, row)
-        assert row["color"] >= DEMO_MIN_COLOR, (attrs, row)
+        # every shot starts right, cut or continued
+        assert judge_shot(frames[:16], attrs, 16).row()["all"] == 1.0, attrs
+        score = judge_shot(frames, attrs, 16)
+        row = score.row()
+        kept += round(min(row["background"], row["color"]) * score.total)
+        clips += score.total
+    assert kept / clips >= DEMO_MIN_IDENTITY, (kept, clips)

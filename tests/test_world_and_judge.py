@@ -34,10 +34,10 @@ def test_object_never_has_the_background_colour() -> None:
         assert world.BACKGROUNDS[background] != world.COLORS[color]
 
 
-def test_judge_says_none_for_an_empty_clip() -> None:
+def test_judge_refuses_an_empty_clip_saying_there_is_no_object() -> None:
     frames = np.zeros((world.FRAMES, world.SIZE, world.SIZE, 3), np.uint8)
     verdict = judge(frames)
-    assert verdict.background == "black"
+    assert verdict.problem is not None and verdict.problem.startswith("no object")
     assert verdict.shape == "none" and verdict.motion == "none"
 
 
@@ -96,3 +96,36 @@ def test_eval_interval_brackets_the_accuracy_and_narrows_with_more_videos() -> N
     lo2, hi2 = large.interval()
     assert lo < lo2 < 0.6 < hi2 < hi
     assert score(0, 10).interval()[0] == 0.0 and score(10, 10).interval()[1] == 1.0
+
+
+def _clip_of(color: tuple[int, int, int]) -> np.ndarray:
+    return np.full((world.FRAMES, world.SIZE, world.SIZE, 3), color, np.uint8)
+
+
+@pytest.mark.parametrize("color", ["yellow", "red", "cyan"])
+def test_judge_refuses_a_solid_frame_instead_of_calling_it_an_object(color: str) -> None:
+    """A solid yellow clip was once judged gray / yellow / square / still."""
+    verdict = judge(_clip_of(world.COLORS[color]))
+    assert verdict.problem is not None and "no clean background" in verdict.problem
+    assert verdict.attributes == ("none", "none", "none", "none")
+
+
+def test_judge_refuses_an_object_that_fills_the_frame() -> None:
+    frames = _clip_of(world.BACKGROUNDS["gray"])
+    frames[:, 2:-2, 2:-2] = world.COLORS["red"]  # a clean border, and red everywhere else
+    verdict = judge(frames)
+    assert verdict.problem is not None and "covers over" in verdict.problem
+
+
+def test_judge_refuses_noise_and_two_objects() -> None:
+    rng = np.random.default_rng(3)
+    noise = rng.integers(0, 256, size=(world.FRAMES, world.SIZE, world.SIZE, 3), dtype=np.uint8)
+    assert judge(noise).problem is not None
+    one = world.render(world.sample_scene(rng, "black", "red", "circle", "still"))
+    assert judge(one).problem is None
+    two = one.copy()
+    other = world.shape_mask("square", 12, 12, 14)
+    for f in two:
+        f[other] = world.COLORS["red"]
+    verdict = judge(two)
+    assert verdict.problem == "more than one object in most frames"

@@ -96,8 +96,13 @@ GENERATE_CASES = [
     gen("prompt_2000_chars_ok", C.OK, prompt="red circle " * 181 + "x" * 9),
     gen("prompt_rtl_ok", C.OK, prompt=RTL),
     gen("prompt_control_chars_ok", C.OK, prompt="\x01\x07\x1b[31ma red circle\x7f"),
-    gen("prompt_emoji_ok", C.OK, prompt="🎥🔴⬅️ " * 50),
-    gen("prompt_zero_width_ok", C.OK, prompt="\u200b\u200d\ufeff"),
+    # the shapes model declares its vocabulary: nothing it knows, nothing it can follow
+    gen("prompt_emoji_only", C.INVALID_ARGUMENT, "knows none of the words", prompt="🎥🔴⬅️ " * 50),
+    gen("prompt_zero_width_only", C.INVALID_ARGUMENT, "knows none of the words",
+        prompt="\u200b\u200d\ufeff"),
+    gen("prompt_chinese", C.INVALID_ARGUMENT, "it draws one object", prompt="红色圆形向左移动"),
+    gen("prompt_out_of_world", C.INVALID_ARGUMENT, "color: red, green",
+        prompt="a cat playing the piano"),
     # negative prompt
     gen("negative_nul", C.INVALID_ARGUMENT, "negative_prompt: must not contain NUL",
         negative_prompt="\x00"),
@@ -518,7 +523,7 @@ def test_inputs_that_decode_far_larger_than_their_bytes_are_refused_from_the_hea
         (pb.GenerateRequest(prompt="a", image=huge), "image: is 6000x6000"),
     ]
     generate = api.stub.Generate
-    rpc_outcome(lambda: generate(pb.GenerateRequest(prompt="warm", steps=1), timeout=60))
+    rpc_outcome(lambda: generate(pb.GenerateRequest(prompt="a red circle", steps=1), timeout=60))
     before = rss_bytes(api.pid)
     for request, fragment in cases:
         code, details, _ = rpc_outcome(lambda r=request: generate(r, timeout=60))  # type: ignore[misc]

@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[2]
 METHODS = pb.DESCRIPTOR.services_by_name["VideoService"].methods
 EMPTY_REQUESTS = {
     "Generate": pb.GenerateRequest(prompt="a red circle", steps=1),
-    "SubmitJob": pb.SubmitJobRequest(request=pb.GenerateRequest(prompt="a", steps=1)),
+    "SubmitJob": pb.SubmitJobRequest(request=pb.GenerateRequest(prompt="a red circle", steps=1)),
     "GetJob": pb.GetJobRequest(job_id="nope"),
     "WatchJob": pb.WatchJobRequest(job_id="nope"),
     "CancelJob": pb.CancelJobRequest(job_id="nope"),

@@ -145,6 +145,7 @@ def completed_message(result: Result, include_video: bool = True) -> pb.Complete
         prompt_tokens=result.prompt_tokens,
         model_version=result.model_version,
         video_size_bytes=len(result.mp4),
+        warnings=list(result.warnings),
     )
 
 
@@ -166,6 +167,11 @@ def model_message(m: ModelManifest, supports_image_input: bool = False) -> pb.Mo
         sizes=[pb.Size(width=w, height=h) for w, h in buckets.sizes(m)],
         max_duration_seconds=buckets.MAX_DURATION_S,
         supports_image_input=supports_image_input,
+        vocabulary=[
+            pb.VocabularyEntry(attribute=attribute, value=value, phrases=phrases)
+            for attribute, values in m.vocabulary.items()
+            for value, phrases in values.items()
+        ],
     )
 
 

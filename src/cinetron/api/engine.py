@@ -52,6 +52,7 @@ class Result:
     model_version: str
     last_step: int
     timings: dict[str, float] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -307,6 +308,7 @@ class Engine:
             model_version=pipeline.manifest.version,
             last_step=ticket.last_step,
             timings=timings,
+            warnings=ticket.plan.warnings,
         )
 
     def close(self) -> None:

@@ -47,6 +47,13 @@ class ModelManifest:
     # Facts about the export a user should know, e.g. {"vae_decoder": "frame count fixed
     # at export; re-export with --frames"}. Informational: no client code branches on it.
     export_notes: dict[str, str] = field(default_factory=dict)
+    # What the model understands, for models trained on a closed world (the shapes model):
+    # attribute → value → the phrases that name it, e.g. {"color": {"red": ["red",
+    # "crimson", ...], ...}, ...}, and filler words that name nothing ("a", "on", "video").
+    # A prompt with no attribute word is refused; one with unknown words gets a warning.
+    # Empty (Wan and other open-vocabulary models): no check.
+    vocabulary: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    filler_words: list[str] = field(default_factory=list)
 
     @property
     def latent_shape(self) -> tuple[int, int, int, int]:

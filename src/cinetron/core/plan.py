@@ -41,6 +41,7 @@ from cinetron.core.request import (
 )
 from cinetron.core.sampling import steps_from
 from cinetron.core.schedulers import Scheduler, make_scheduler
+from cinetron.core.vocabulary import check_prompt
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,8 @@ class Plan:
     image: Frames | None = None  # [H, W, 3]
     video: Frames | None = None  # [F, H, W, 3]
     video_to_video: bool = False  # every window starts from the input video
+    # What the caller should know about a request that runs: words the model ignored.
+    warnings: tuple[str, ...] = ()
 
     @property
     def total_steps(self) -> int:
@@ -277,6 +280,7 @@ def plan(
         )
     if (request.image is not None or request.video is not None) and not can_encode_video:
         raise missing_encoder("image" if request.image is not None else "video", "the server")
+    warnings = prompt_warnings(request, params.prompt, m)
     finished = []
     for i, w in enumerate(windows):
         strength = request.strength if request.strength is not None else 1.0
@@ -294,7 +298,22 @@ def plan(
         image=request.image,
         video=request.video,
         video_to_video=request.strength is not None,
+        warnings=warnings,
     )
+
+
+def prompt_warnings(
+    request: GenerationRequest, prompt: str, manifest: ModelManifest
+) -> tuple[str, ...]:
+    """Check every prompt against the model's vocabulary (refuses one it cannot follow)."""
+    if not request.shots:
+        found = [check_prompt("prompt", prompt, manifest)]
+    else:
+        found = [
+            check_prompt(f"shots[{i}].prompt", shot.prompt, manifest)
+            for i, shot in enumerate(request.shots)
+        ]
+    return tuple(w for w in found if w is not None)
 
 
 def duration_of(plan_: Plan, manifest: ModelManifest) -> float:

@@ -245,3 +245,33 @@ def canonical_caption(attributes: tuple[str, str, str, str]) -> str:
     """The plainest wording, used by the demo and in docs."""
     background, color, shape, motion = attributes
     return f"a {color} {shape} {MOTION_ING[motion][0]} on a {background} background"
+
+
+def vocabulary() -> dict[str, dict[str, list[str]]]:
+    """Every phrase the captions use for each attribute value (``ModelManifest.vocabulary``)."""
+    motions = {m: sorted({*MOTION_ING[m], *MOTION_VERB[m], *MOTION_ADJ[m]}) for m in MOTION_ING}
+    backgrounds = {b: [*words, *BACKGROUND_NOUNS] for b, words in BACKGROUND_WORDS.items()}
+    return {
+        "shape": {s: list(w) for s, w in SHAPE_WORDS.items()},
+        "color": {c: list(w) for c, w in COLOR_WORDS.items()},
+        "motion": motions,
+        "background": backgrounds,
+    }
+
+
+# Words of plain English that name no attribute, beyond the templates' own.
+COMMON_FILLER = (
+    "a an the and or of on in at to with its it is are this that there here please make "
+    "create generate show me video clip animation footage scene shape object one single "
+    "while as over behind against across front atop lone simple short plain not does"
+)
+
+
+def filler_words() -> list[str]:
+    """Words of the caption templates (placeholders aside) and common function words:
+    they describe no attribute, so a prompt may use them freely."""
+    import re
+
+    text = " ".join([*TRAIN_TEMPLATES, *EVAL_TEMPLATES, COMMON_FILLER])
+    text = re.sub(r"\{[a-z]\}", " ", text)
+    return sorted({w for w in re.findall(r"[a-z]+", text.lower())})

@@ -10,6 +10,7 @@ from pathlib import Path
 from safetensors.torch import load_file
 
 from cinetron.contract.manifest import ModelManifest, SchedulerDefaults
+from cinetron.models import captions
 from cinetron.models.dit import DiTConfig, VideoDiT
 from cinetron.models.vae import VAEConfig, VideoAutoencoder
 
@@ -64,4 +65,6 @@ def shapes_manifest(weights: Path = DEFAULT_WEIGHTS) -> ModelManifest:
         patch=tuple(dit["patch"]),  # type: ignore[index,arg-type]
         vae_scale=(st, ss, ss),
         scheduler=SchedulerDefaults(**meta.get("sampler", {})),  # type: ignore[arg-type]
+        vocabulary=captions.vocabulary(),
+        filler_words=captions.filler_words(),
     )

@@ -149,6 +149,7 @@ def evaluate(
                     "seed": p.seed,
                     "expected": p.attributes,
                     "got": verdict.attributes,
+                    "refused": verdict.problem,
                 }
             )
     return score
@@ -212,7 +213,8 @@ def run_eval(args: argparse.Namespace) -> None:
     kind: TransportKind = args.local or "triton"  # the same choice as `cinetron generate`
     with open_transport(kind, url=args.url, repo=args.repo) as transport:
         pipeline = Pipeline(transport)
-        pipeline.plan(GenerationRequest("a check of the settings", **settings))  # fail first
+        probe = sets[next(iter(sets))][0].prompt  # the settings fail now, not after a set
+        pipeline.plan(GenerationRequest(probe, **settings))
         for name, prompts in sets.items():
             score = evaluate(pipeline, prompts, **settings, failures=failures)
             results[name] = score

@@ -206,6 +206,8 @@ def generate(args: argparse.Namespace) -> Path:
             video = pipeline.run(plan, on_progress=on_progress)
         finally:
             bar.close()
+    for warning in plan.warnings:
+        print(f"{PROG}: warning: {warning}", file=sys.stderr)
     if video.prompt_truncated:
         print(
             f"{PROG}: warning: the prompt has {video.prompt_tokens} tokens and the model reads "
@@ -251,6 +253,8 @@ def describe(frames: npt.NDArray[np.uint8], family: str) -> str:
     from cinetron.tools.judge import judge
 
     v = judge(frames)
+    if v.problem is not None:
+        return f"judge: refused: {v.problem}"
     return f"judge: background={v.background} color={v.color} shape={v.shape} motion={v.motion}"
 
 

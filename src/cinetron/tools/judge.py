@@ -1,5 +1,9 @@
 """A procedural judge for the shapes world: reads background, colour, shape and motion
 back from frames, using the world's own rules. numpy only.
+
+It judges only what the world can show — one object on a clean, solid background — and
+refuses anything else with the reason (``Verdict.problem``; every attribute is then
+"none"): a solid frame, noise, or two blobs are not "a yellow square on gray, still".
 """
 
 from __future__ import annotations
@@ -14,16 +18,31 @@ from cinetron.models.world import BACKGROUNDS, COLORS, SHAPES, TRAVEL_PX
 Frames = npt.NDArray[np.uint8]  # [F, H, W, 3]
 
 
+# A clean background: the border's median within this distance (0..441 in RGB) of one of
+# the world's backgrounds, and at least CLEAN_BORDER of its pixels too. Objects never
+# touch the border (the world keeps them inside), decoded edges are soft.
+BACKGROUND_TOLERANCE = 48.0
+CLEAN_BORDER = 0.85
+MIN_OBJECT_PX = 6  # a blob smaller than this is a speck, not an object
+MAX_OBJECT_SHARE = 0.65  # the world's biggest object covers 41% of a frame; near-solid is not one
+SECOND_OBJECT_SHARE = 0.25  # a second blob this big next to the first: two objects
+
+
 @dataclass(frozen=True)
 class Verdict:
     background: str
     color: str
     shape: str
     motion: str
+    problem: str | None = None  # why the frames were refused; then every attribute is "none"
 
     @property
     def attributes(self) -> tuple[str, str, str, str]:
         return (self.background, self.color, self.shape, self.motion)
+
+
+def refused(problem: str) -> Verdict:
+    return Verdict("none", "none", "none", "none", problem)
 
 
 def _nearest(rgb: npt.NDArray[np.float64], palette: dict[str, tuple[int, int, int]]) -> str:
@@ -55,6 +74,27 @@ def object_masks(frames: Frames, background: str) -> npt.NDArray[np.bool_]:
     direction = obj - bg
     along = np.sum((pixels - bg) * direction, axis=-1) / max(1e-6, float(direction @ direction))
     return np.asarray(along > 0.5)
+
+
+def components(mask: npt.NDArray[np.bool_]) -> list[int]:
+    """Sizes of the 4-connected blobs of ``mask``, largest first."""
+    h, w = mask.shape
+    seen = np.zeros((h, w), dtype=bool)
+    sizes = []
+    for sy, sx in zip(*np.nonzero(mask), strict=True):
+        if seen[sy, sx]:
+            continue
+        stack, size = [(sy, sx)], 0
+        seen[sy, sx] = True
+        while stack:
+            y, x = stack.pop()
+            size += 1
+            for ny, nx in ((y - 1, x), (y + 1, x), (y, x - 1), (y, x + 1)):
+                if 0 <= ny < h and 0 <= nx < w and mask[ny, nx] and not seen[ny, nx]:
+                    seen[ny, nx] = True
+                    stack.append((ny, nx))
+        sizes.append(size)
+    return sorted(sizes, reverse=True)
 
 
 def _largest_component(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
@@ -152,10 +192,47 @@ def judge_motion(masks: npt.NDArray[np.bool_]) -> str:
     return "still"
 
 
+def problem(frames: Frames, background: str, masks: npt.NDArray[np.bool_]) -> str | None:
+    """Why ``frames`` are not one object on a clean background, or None."""
+    border = (
+        np.concatenate([frames[:, 0], frames[:, -1], frames[:, :, 0], frames[:, :, -1]], axis=1)
+        .reshape(-1, 3)
+        .astype(np.float64)
+    )
+    distance = np.sqrt(np.sum((border - np.array(BACKGROUNDS[background])) ** 2, axis=-1))
+    median = float(np.median(distance))
+    close = float(np.mean(distance < BACKGROUND_TOLERANCE))
+    if median > BACKGROUND_TOLERANCE or close < CLEAN_BORDER:
+        return (
+            f"no clean background: the border is {median:.0f} levels from {background}, the "
+            f"nearest of the world's backgrounds ({100 * close:.0f}% of its pixels are close)"
+        )
+    area = masks.shape[1] * masks.shape[2]
+    blobs = [components(m) for m in masks]
+    present = [b for b in blobs if b and b[0] >= MIN_OBJECT_PX]
+    if len(present) * 2 < len(frames):
+        return "no object: most frames are only background"
+    if max(float(m.sum()) / area for m in masks) > MAX_OBJECT_SHARE:
+        return f"no object on a background: something covers over {MAX_OBJECT_SHARE:.0%} of a frame"
+    doubled = sum(
+        1
+        for b in present
+        if len(b) > 1 and b[1] >= max(MIN_OBJECT_PX * 2, SECOND_OBJECT_SHARE * b[0])
+    )
+    if doubled * 2 > len(frames):
+        return "more than one object in most frames"
+    return None
+
+
 def judge(frames: Frames) -> Verdict:
-    """Classify a clip ``[F, H, W, 3]`` uint8 into the world's four attributes."""
+    """Classify a clip ``[F, H, W, 3]`` uint8 into the world's four attributes, or refuse it
+    (``Verdict.problem``) when it is not one object on one of the world's backgrounds."""
     background = judge_background(frames)
-    masks = np.stack([_largest_component(m) for m in object_masks(frames, background)])
-    shapes = [judge_shape(m) for m in masks if m.sum() >= 6]
+    masks = object_masks(frames, background)
+    why = problem(frames, background, masks)
+    if why is not None:
+        return refused(why)
+    masks = np.stack([_largest_component(m) for m in masks])
+    shapes = [judge_shape(m) for m in masks if m.sum() >= MIN_OBJECT_PX]
     shape = max(set(shapes), key=shapes.count) if shapes else "none"
     return Verdict(background, judge_color(frames, masks, background), shape, judge_motion(masks))
