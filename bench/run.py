@@ -14,7 +14,8 @@ SUITES: dict[str, tuple[str, str]] = {
     "sweep": ("bench.sweep", "serving knobs and their measured effect"),
     "loadtest": ("bench.loadtest", "Locust load test of the gRPC API"),
     "gpu": ("bench.gpu", "denoiser batch scaling and step batching, in-process torch"),
-    "report": ("bench.report", "the README's Performance tables from bench/results"),
+    "samplers": ("bench.samplers", "every sampler on held-out prompts at its settings"),
+    "report": ("bench.report", "the Performance tables (docs/performance.md) from bench/results"),
 }
 
 

@@ -197,6 +197,17 @@ def test_the_model_says_what_it_understands_and_warns_about_the_rest(start_api):
     assert "knows none of the words" in (e.value.details() or "")
 
 
+def test_get_info_says_how_each_sampler_is_best_run(start_api):
+    info = start_api().stub().GetInfo(pb.GetInfoRequest())
+    samplers = {s.name: s for s in info.samplers}
+    assert set(samplers) == set(info.schedulers)
+    if info.models[0].name == "shapes":
+        ancestral = samplers["euler_ancestral"]
+        assert ancestral.experimental and "solid" in ancestral.note
+        assert samplers["euler"].recommended_steps == info.models[0].default_steps
+        assert 0.0 < samplers["euler"].held_out_accuracy <= 1.0
+
+
 def test_request_id_from_metadata_is_echoed(start_api):
     stub = start_api().stub()
     call = stub.Generate(

@@ -89,3 +89,18 @@ def test_a_model_without_a_vocabulary_takes_any_prompt() -> None:
 
     assert MANIFEST.vocabulary == {}
     assert plan(GenerationRequest("a cat playing the piano"), MANIFEST).warnings == ()
+
+
+def test_a_named_scheduler_runs_at_its_recommended_settings_unless_the_request_says() -> None:
+    from cinetron.models.loading import shapes_manifest
+
+    shapes = shapes_manifest()
+    preset = shapes.samplers["dpmpp2m"]
+    params = resolve(GenerationRequest("a red circle", scheduler="dpmpp2m"), shapes)
+    assert (params.steps, params.guidance) == (preset.steps, preset.guidance)
+    own = resolve(GenerationRequest("a red circle", scheduler="dpmpp2m", steps=7), shapes)
+    assert own.steps == 7 and own.guidance == preset.guidance
+    default = resolve(GenerationRequest("a red circle"), shapes)
+    assert (default.steps, default.guidance) == (shapes.scheduler.steps, shapes.scheduler.guidance)
+    assert shapes.samplers["euler_ancestral"].experimental  # measured: bench samplers
+    assert not shapes.samplers[shapes.scheduler.name].experimental

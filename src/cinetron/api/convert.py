@@ -199,3 +199,25 @@ def limits_message(
 
 def scheduler_names() -> list[str]:
     return list(SCHEDULERS)
+
+
+def sampler_messages(manifest: ModelManifest | None) -> list[pb.Sampler]:
+    presets = manifest.samplers if manifest is not None else {}
+    out = []
+    for name in SCHEDULERS:
+        preset = presets.get(name)
+        if preset is None:
+            out.append(pb.Sampler(name=name, held_out_accuracy=-1.0))
+            continue
+        accuracy = -1.0 if preset.held_out_accuracy is None else preset.held_out_accuracy
+        out.append(
+            pb.Sampler(
+                name=name,
+                recommended_steps=preset.steps,
+                recommended_guidance=preset.guidance,
+                experimental=preset.experimental,
+                held_out_accuracy=accuracy,
+                note=preset.note,
+            )
+        )
+    return out

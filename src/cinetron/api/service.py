@@ -232,6 +232,7 @@ class VideoService(pb_grpc.VideoServiceServicer):
                 manifest, c.max_queue, c.max_concurrency, c.max_receive_bytes, c.max_send_bytes
             ),
             schedulers=convert.scheduler_names(),
+            samplers=convert.sampler_messages(manifest),
             models=[self._model_message(manifest)] if manifest else [],
             load=pb.Load(queued=self.engine.queued, running=self.engine.running),
             ready=self.backend.ready,

@@ -25,6 +25,19 @@ class SchedulerDefaults:
 
 
 @dataclass(frozen=True)
+class SamplerPreset:
+    """How one scheduler is best run on this model (chosen on the training prompts, measured
+    on held-out ones). ``experimental``: more than 10 points below the default sampler on
+    held-out prompts at these settings; ``note`` says what it does wrong."""
+
+    steps: int
+    guidance: float
+    experimental: bool = False
+    held_out_accuracy: float | None = None  # all four attributes right, 0..1
+    note: str = ""
+
+
+@dataclass(frozen=True)
 class ModelManifest:
     family: str
     version: str
@@ -54,6 +67,9 @@ class ModelManifest:
     # Empty (Wan and other open-vocabulary models): no check.
     vocabulary: dict[str, dict[str, list[str]]] = field(default_factory=dict)
     filler_words: list[str] = field(default_factory=list)
+    # Per scheduler: the steps and guidance a request that names it (and leaves those unset)
+    # runs at. Empty: every scheduler runs at ``scheduler``'s defaults.
+    samplers: dict[str, SamplerPreset] = field(default_factory=dict)
 
     @property
     def latent_shape(self) -> tuple[int, int, int, int]:
@@ -67,6 +83,7 @@ class ModelManifest:
     def from_dict(cls, data: dict[str, Any]) -> ModelManifest:
         data = dict(data)
         data["scheduler"] = SchedulerDefaults(**data.get("scheduler", {}))
+        data["samplers"] = {k: SamplerPreset(**v) for k, v in data.get("samplers", {}).items()}
         for key in ("patch", "vae_scale"):
             if key in data:
                 data[key] = tuple(data[key])

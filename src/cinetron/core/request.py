@@ -144,18 +144,22 @@ def resolve(request: GenerationRequest, manifest: ModelManifest) -> ResolvedRequ
     negative = request.negative_prompt
     negative_text = manifest.negative_prompt if negative is None else negative
     negative_text = text("negative_prompt", negative_text, allow_empty=True)
-    steps = defaults.steps if request.steps is None else request.steps
-    number("steps", steps, MIN_STEPS, MAX_STEPS, integer=True)
-    guidance = defaults.guidance if request.guidance is None else request.guidance
-    number("guidance", guidance, MIN_GUIDANCE, MAX_GUIDANCE)
-    shift = defaults.shift if request.shift is None else request.shift
-    number("shift", shift, MIN_SHIFT, MAX_SHIFT)
-    number("seed", request.seed, 0, MAX_SEED, integer=True)
     scheduler = defaults.name if request.scheduler is None else request.scheduler
     if scheduler not in SCHEDULERS:
         raise InvalidArgument(
             "scheduler", f"unknown scheduler {scheduler!r}; expected one of {', '.join(SCHEDULERS)}"
         )
+    # A scheduler runs at its own recommended steps and guidance unless the request says.
+    preset = manifest.samplers.get(scheduler)
+    default_steps = preset.steps if preset else defaults.steps
+    default_guidance = preset.guidance if preset else defaults.guidance
+    steps = default_steps if request.steps is None else request.steps
+    number("steps", steps, MIN_STEPS, MAX_STEPS, integer=True)
+    guidance = default_guidance if request.guidance is None else request.guidance
+    number("guidance", guidance, MIN_GUIDANCE, MAX_GUIDANCE)
+    shift = defaults.shift if request.shift is None else request.shift
+    number("shift", shift, MIN_SHIFT, MAX_SHIFT)
+    number("seed", request.seed, 0, MAX_SEED, integer=True)
     return ResolvedRequest(
         prompt=prompt_text,
         negative_prompt=negative_text,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from safetensors.torch import load_file
 
-from cinetron.contract.manifest import ModelManifest, SchedulerDefaults
+from cinetron.contract.manifest import ModelManifest, SamplerPreset, SchedulerDefaults
 from cinetron.models import captions
 from cinetron.models.dit import DiTConfig, VideoDiT
 from cinetron.models.vae import VAEConfig, VideoAutoencoder
@@ -65,6 +65,10 @@ def shapes_manifest(weights: Path = DEFAULT_WEIGHTS) -> ModelManifest:
         patch=tuple(dit["patch"]),  # type: ignore[index,arg-type]
         vae_scale=(st, ss, ss),
         scheduler=SchedulerDefaults(**meta.get("sampler", {})),  # type: ignore[arg-type]
+        samplers={
+            name: SamplerPreset(**preset)
+            for name, preset in meta.get("samplers", {}).items()  # type: ignore[attr-defined]
+        },
         vocabulary=captions.vocabulary(),
         filler_words=captions.filler_words(),
     )
