@@ -149,7 +149,8 @@ class S3Emulator:
                 break
             except OSError:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(f"moto_server did not start: {log.read_text()[-2000:]}")
+                    tail = log.read_text()[-2000:]
+                    raise AssertionError(f"moto_server did not start: {tail}") from None
                 time.sleep(0.2)
 
     def env(self, endpoint: str | None = None) -> dict[str, str]:
@@ -299,6 +300,7 @@ class Cluster:
         self.env = s3.env(endpoint)
         self.lease_s = lease_s
         self.replicas: list[Any] = []
+        tmp.mkdir(parents=True, exist_ok=True)
 
     def start(self, n: int, *extra: str, wait: bool = True) -> list[Any]:
         from support import ApiProcess
@@ -306,8 +308,8 @@ class Cluster:
         started = []
         for _ in range(n):
             i = len(self.replicas)
-            args = ["--triton-url", self.triton_url, "--database-url", self.dsn,
-                    "--video-url", self.video_url, "--job-lease", str(self.lease_s), *extra]  # fmt: skip
+            args = ["--triton-url", self.triton_url, "--database-url", self.dsn, "--video-url",
+                    self.video_url, "--job-lease", str(self.lease_s), *extra]  # fmt: skip
             p = ApiProcess(self.tmp / f"replica{i}", self.tmp / f"replica{i}.log", args, self.env)
             self.replicas.append(p)
             started.append(p)

@@ -142,7 +142,7 @@ def test_any_replica_serves_every_job_rpc(cluster: Cluster) -> None:
     code, _ = rpc_code(lambda: a.stub.GetJob(pb.GetJobRequest(job_id=job.job_id)))
     assert code == grpc.StatusCode.NOT_FOUND
     assert cluster.s3.keys(cluster.bucket, f"videos/{job.job_id}") == []
-    code, details = rpc_code(lambda: b.stub.DeleteJob(pb.DeleteJobRequest(job_id="nope")))
+    code, _ = rpc_code(lambda: b.stub.DeleteJob(pb.DeleteJobRequest(job_id="nope")))
     assert code == grpc.StatusCode.NOT_FOUND
 
 
@@ -177,12 +177,18 @@ def test_same_idempotency_key_at_once_on_two_replicas_makes_one_job(cluster: Clu
         barrier = threading.Barrier(2)
         answers: list[pb.SubmitJobResponse] = []
 
-        def call(api: ApiProcess, key: str = key, barrier: threading.Barrier = barrier) -> None:
+        msg = pb.SubmitJobRequest(request=request(1, seed=n), idempotency_key=key)
+
+        def call(
+            api: ApiProcess,
+            msg: pb.SubmitJobRequest,
+            barrier: threading.Barrier,
+            answers: list[pb.SubmitJobResponse],
+        ) -> None:
             barrier.wait()
-            msg = pb.SubmitJobRequest(request=request(1, seed=n), idempotency_key=key)
             answers.append(api.stub.SubmitJob(msg, timeout=30))
 
-        threads = [threading.Thread(target=call, args=(p,)) for p in (a, b)]
+        threads = [threading.Thread(target=call, args=(p, msg, barrier, answers)) for p in (a, b)]
         for t in threads:
             t.start()
         for t in threads:
@@ -280,6 +286,44 @@ def test_finished_jobs_expire_with_their_videos_after_the_ttl(
         api.stop(signal.SIGKILL)
 
 
+def test_store_settings_from_mounted_files_as_on_kubernetes(
+    triton_server: TritonServer,
+    postgres_server: PostgresServer,
+    s3_emulator: S3Emulator,
+    tmp_path: Path,
+) -> None:
+    """deploy/ mounts one Secret as two files: the DSN, and an AWS config file holding the
+    S3 endpoint, region and credentials (no secret in the environment)."""
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    (secret / "database-url").write_text(postgres_server.new_database() + "\n")
+    aws = s3_emulator.env()
+    (secret / "aws-config").write_text(
+        "[default]\n"
+        f"endpoint_url = {aws['AWS_ENDPOINT_URL']}\n"
+        f"region = {aws['AWS_DEFAULT_REGION']}\n"
+        f"aws_access_key_id = {aws['AWS_ACCESS_KEY_ID']}\n"
+        f"aws_secret_access_key = {aws['AWS_SECRET_ACCESS_KEY']}\n"
+    )
+    bucket = s3_emulator.new_bucket()
+    env = {
+        "CINETRON_DATABASE_URL_FILE": str(secret / "database-url"),
+        "CINETRON_VIDEO_URL": f"s3://{bucket}/v",
+        "AWS_CONFIG_FILE": str(secret / "aws-config"),
+    }
+    api = ApiProcess(tmp_path / "data", tmp_path / "serve-api.log",
+                     ["--triton-url", triton_server.grpc_url], env)  # fmt: skip
+    try:
+        api.wait_serving()
+        job = submit(api, 1, seed=8)
+        assert wait_job(api, job.job_id).state == S.JOB_STATE_SUCCEEDED
+        assert s3_emulator.keys(bucket) == [f"v/{job.job_id}/1.mp4"]
+        assert not (api.data_dir / "jobs.sqlite3").exists()  # no job state on the pod
+        assert "event=job_store_open store=postgresql://postgres@127.0.0.1:" in api.log_text()
+    finally:
+        api.stop(signal.SIGKILL)
+
+
 # -- the stores themselves -------------------------------------------------------------------
 
 
@@ -366,6 +410,10 @@ def test_scale_out_settings_come_from_the_environment_and_flags() -> None:
         "CINETRON_JOB_TTL": "7d",
         "CINETRON_VIDEO_URL_TTL": "15m",
     }
+    missing = {"CINETRON_DATABASE_URL_FILE": "/nonexistent/database-url"}
+    with pytest.raises(SystemExit) as info:
+        from_args([], missing)
+    assert "--database-url-file /nonexistent/database-url: cannot read it" in str(info.value)
     c = from_args([], env)
     assert c.database_url.startswith("postgresql://") and c.video_url == "s3://videos/cinetron"
     assert (c.job_lease_s, c.max_queued_jobs, c.job_ttl_s, c.video_url_ttl_s) == (

@@ -3,7 +3,8 @@
 The environment names are a contract with ``deploy/`` (Kubernetes manifests):
 CINETRON_API_ADDRESS, CINETRON_TRITON_URL, CINETRON_DATA_DIR, CINETRON_AUTH_TOKENS_FILE,
 CINETRON_TLS_CERT, CINETRON_TLS_KEY, CINETRON_METRICS_PORT, CINETRON_MAX_QUEUE,
-CINETRON_MAX_CONCURRENCY, and for scale-out (docs/scale-out.md) CINETRON_DATABASE_URL,
+CINETRON_MAX_CONCURRENCY, and for scale-out (docs/scale-out.md) CINETRON_DATABASE_URL (or
+CINETRON_DATABASE_URL_FILE),
 CINETRON_VIDEO_URL, CINETRON_JOB_LEASE_SECONDS, CINETRON_MAX_QUEUED_JOBS, CINETRON_JOB_TTL,
 CINETRON_VIDEO_URL_TTL (S3 credentials: boto3's own AWS_* variables). CINETRON_AUTH_TOKENS
 (comma-separated) is an optional extra.
@@ -176,6 +177,12 @@ def parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
         "@HOST:PORT/DB; unset: SQLite under --data-dir, one replica [CINETRON_DATABASE_URL]",
     )
     g(
+        "--database-url-file",
+        type=Path,
+        default=env.get("CINETRON_DATABASE_URL_FILE") or None,
+        help="read --database-url from this file (a mounted Secret) [CINETRON_DATABASE_URL_FILE]",
+    )
+    g(
         "--video-url",
         default=env.get("CINETRON_VIDEO_URL", ""),
         help="S3-compatible storage for job videos, s3://BUCKET/PREFIX (endpoint and "
@@ -216,6 +223,15 @@ def from_args(argv: list[str] | None = None, env: Mapping[str, str] | None = Non
     if (a.tls_cert is None) != (a.tls_key is None):
         raise SystemExit("TLS needs both --tls-cert and --tls-key (CINETRON_TLS_CERT/_KEY)")
     tokens = tuple(t.strip() for t in env.get("CINETRON_AUTH_TOKENS", "").split(",") if t.strip())
+    database_url = a.database_url.strip()
+    if a.database_url_file is not None:
+        try:
+            database_url = a.database_url_file.read_text().strip()
+        except OSError as e:
+            raise SystemExit(
+                f"--database-url-file {a.database_url_file}: cannot read it ({e.strerror}); "
+                "mount the Secret that holds the DSN there, or unset CINETRON_DATABASE_URL_FILE"
+            ) from None
     return ServerConfig(
         address=a.address,
         triton_url=a.triton_url,
@@ -230,7 +246,7 @@ def from_args(argv: list[str] | None = None, env: Mapping[str, str] | None = Non
         max_queue=_int("--max-queue", str(a.max_queue), 0, 100_000),
         max_concurrency=_int("--max-concurrency", str(a.max_concurrency), 1, 1024),
         resume_jobs=not a.no_resume_jobs,
-        database_url=a.database_url.strip(),
+        database_url=database_url,
         video_url=a.video_url.strip(),
         job_lease_s=_duration("--job-lease", str(a.job_lease), 1, 3600),
         max_queued_jobs=_int("--max-queued-jobs", str(a.max_queued_jobs), 1, 10_000_000),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
 import sys
 from collections.abc import Callable
@@ -71,6 +72,14 @@ class ApiServer:
         self.store = open_job_store(config.database_url, config.data_dir)
         self.videos = open_video_store(config.video_url, config.data_dir)
         self.videos.check()
+        if self.store.shared and not config.video_url:
+            log(
+                "videos_not_shared",
+                logging.WARNING,
+                reason="jobs are in PostgreSQL but videos in the local folder "
+                f"{config.data_dir / 'videos'}: every replica must mount the same folder, "
+                "or set CINETRON_VIDEO_URL=s3://bucket/prefix",
+            )
         self.jobs = JobManager(
             self.store,
             self.engine,

@@ -652,6 +652,8 @@ class JobManager:
                 return Finished(error=LeaseLost(f"job {job_id} is run by another replica now"))
             self._publish({"k": "s", "j": job_id})
             log("job_succeeded", job_id=job_id, video=key, attempt_fence=run.fence)
+            if run.fence > 1:  # an owner that died after its upload left an object nobody names
+                await asyncio.to_thread(self._delete_earlier_videos, job_id, run.fence)
             return event
         error = event.error
         assert error is not None
@@ -741,6 +743,11 @@ class JobManager:
             except (VideoStoreError, OSError) as e:  # the row is gone; the object is an orphan
                 self.metrics.video_store_errors.labels("delete").inc()
                 log("video_delete_failed", job_id=row.job_id, key=row.video_key, error=str(e))
+
+    def _delete_earlier_videos(self, job_id: str, fence: int) -> None:
+        for earlier in range(1, fence):
+            with contextlib.suppress(VideoStoreError, OSError):
+                self.videos.delete(self.videos.key_for(job_id, earlier))
 
     def _video(self, row: JobRow) -> bytes:
         """The MP4 of a SUCCEEDED job, or DATA_LOSS naming what is missing."""

@@ -14,7 +14,6 @@ SUCCEEDED row names.
 from __future__ import annotations
 
 import errno
-import os
 import time
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -137,10 +136,6 @@ class S3VideoStore(VideoStore):
             )
         self.bucket = parsed.netloc
         self.prefix = parsed.path.strip("/")
-        self.endpoint = os.environ.get("AWS_ENDPOINT_URL") or "AWS S3"
-        self.describe = f"s3://{self.bucket}/{self.prefix}" + (
-            f" at {self.endpoint}" if self.endpoint != "AWS S3" else ""
-        )
         config = Config(
             connect_timeout=3,
             read_timeout=20,
@@ -149,7 +144,12 @@ class S3VideoStore(VideoStore):
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
         )
+        # boto3 finds the endpoint, region and credentials itself: AWS_ENDPOINT_URL,
+        # AWS_DEFAULT_REGION, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or a config file
+        # (AWS_CONFIG_FILE, AWS_SHARED_CREDENTIALS_FILE: what the Kubernetes Secret mounts).
         self._client: Any = boto3.session.Session().client("s3", config=config)
+        self.endpoint = str(self._client.meta.endpoint_url)
+        self.describe = f"s3://{self.bucket}/{self.prefix} at {self.endpoint}"
 
     def key_for(self, job_id: str, fence: int) -> str:
         name = f"{job_id}/{max(fence, 1)}.mp4"
