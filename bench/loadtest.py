@@ -27,6 +27,7 @@ import argparse
 import ipaddress
 import json
 import os
+import resource
 import socket
 import subprocess
 import sys
@@ -133,12 +134,20 @@ class CpuMeter:
     def _now(self) -> dict[str, float]:
         return {k: sum(tree_cpu_seconds(p) for p in pids) for k, pids in self.groups.items()}
 
+    @staticmethod
+    def _reaped() -> float:
+        """CPU seconds of this process's finished children (Locust, once it exited)."""
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return usage.ru_utime + usage.ru_stime
+
     def start(self) -> None:
         self.before, self.started = self._now(), time.monotonic()
+        self.before["locust"] = self._reaped()
 
     def stop(self) -> dict[str, Any]:
         wall = time.monotonic() - self.started
-        used = {k: round(v - self.before.get(k, 0.0), 1) for k, v in self._now().items()}
+        now = {**self._now(), "locust": self._reaped()}
+        used = {k: round(v - self.before.get(k, 0.0), 1) for k, v in now.items()}
         cores = os.cpu_count() or 1
         return {
             "wall_s": round(wall, 1),
@@ -215,10 +224,9 @@ def run_locust(
     ]  # fmt: skip
     bound = args.ramp_s + args.steady_s + args.timeout_s + 60  # a hard stop, whatever happens
     try:
-        proc = subprocess.Popen(cmd, env=env)
         if meter is not None:
-            meter.groups["locust"] = [proc.pid]
             meter.start()
+        proc = subprocess.Popen(cmd, env=env)
         return proc.wait(timeout=bound)
     except subprocess.TimeoutExpired:
         proc.kill()
