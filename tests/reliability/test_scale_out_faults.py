@@ -111,7 +111,7 @@ def make_cluster(
         c.stop()
 
 
-def test_replica_killed_mid_job_another_finishes_it_with_the_same_mp4(make_cluster, ledger):
+def test_replica_killed_mid_job_another_finishes_it_with_the_same_mp4(make_cluster, ledger) -> None:
     entry = ledger("scale-out", name="kill -9 the replica running a job", replicas=3,
                    submitted=2, kills=1, pg_restarts=0, s3_outages=0, lost=0, twice=0)  # fmt: skip
     cluster = make_cluster(lease_s=3.0)
@@ -145,7 +145,9 @@ def test_replica_killed_mid_job_another_finishes_it_with_the_same_mp4(make_clust
     ]
 
 
-def test_owner_frozen_past_its_lease_then_resumed_one_success_one_object(make_cluster, ledger):
+def test_owner_frozen_past_its_lease_then_resumed_one_success_one_object(
+    make_cluster, ledger
+) -> None:
     entry = ledger("scale-out", name="SIGSTOP the owner past its lease, then SIGCONT",
                    replicas=2, submitted=1, kills=0, pg_restarts=0, s3_outages=0, lost=0,
                    twice=0)  # fmt: skip
@@ -179,7 +181,9 @@ def test_owner_frozen_past_its_lease_then_resumed_one_success_one_object(make_cl
     assert a.health() == SERVING and a.proc.poll() is None
 
 
-def test_postgres_restarted_mid_run_answers_unavailable_and_loses_nothing(make_cluster, ledger):
+def test_postgres_restarted_mid_run_answers_unavailable_and_loses_nothing(
+    make_cluster, ledger
+) -> None:
     entry = ledger("scale-out", name="restart PostgreSQL mid-run", replicas=2, submitted=6,
                    kills=0, pg_restarts=1, s3_outages=0, lost=0, twice=0)  # fmt: skip
     pg = PostgresServer()  # its own server: this test stops it
@@ -222,7 +226,7 @@ def test_postgres_restarted_mid_run_answers_unavailable_and_loses_nothing(make_c
         pg.close()
 
 
-def _code(fn: Callable[[], Any]) -> C:
+def _code(fn: Callable[[], Any]) -> grpc.StatusCode:
     try:
         fn()
         return C.OK
@@ -240,7 +244,7 @@ def _details(fn: Callable[[], Any]) -> str:
 
 def test_s3_down_at_upload_fails_the_job_with_the_reason_and_no_object(
     make_cluster, s3_emulator: S3Emulator, ledger
-):
+) -> None:
     entry = ledger("scale-out", name="S3 endpoint down at upload", replicas=1, submitted=2,
                    kills=0, pg_restarts=0, s3_outages=1, lost=0, twice=0)  # fmt: skip
     proxy = TcpProxy(s3_emulator.port)
@@ -266,7 +270,7 @@ def test_s3_down_at_upload_fails_the_job_with_the_reason_and_no_object(
         proxy.down()
 
 
-def test_fifty_jobs_across_replicas_one_killed_halfway_all_end_once(make_cluster, ledger):
+def test_fifty_jobs_across_replicas_one_killed_halfway_all_end_once(make_cluster, ledger) -> None:
     entry = ledger("scale-out", name="50 jobs over 3 replicas, one killed halfway", replicas=3,
                    submitted=50, kills=1, pg_restarts=0, s3_outages=0, lost=0, twice=0)  # fmt: skip
     cluster = make_cluster(lease_s=3.0)
@@ -303,7 +307,7 @@ def test_fifty_jobs_across_replicas_one_killed_halfway_all_end_once(make_cluster
     assert reclaimed == len(retried)
 
 
-def test_watch_on_another_replica_follows_the_owner(make_cluster, ledger):
+def test_watch_on_another_replica_follows_the_owner(make_cluster, ledger) -> None:
     """The lag between the owner's WatchJob (its own events) and another replica's
     (LISTEN/NOTIFY), per step, as two clients see them. Measured, not asserted."""
     entry = ledger("scale-out", name="WatchJob on the owner vs another replica", replicas=2,
