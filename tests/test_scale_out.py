@@ -129,6 +129,8 @@ def test_any_replica_serves_every_job_rpc(cluster: Cluster) -> None:
     # CancelJob on B stops A's generation within a step; the stored step is the reason's.
     long = submit(a, LONG, seed=12)
     wait_progress(b, long.job_id)
+    code, details = rpc_code(lambda: b.stub.DeleteJob(pb.DeleteJobRequest(job_id=long.job_id)))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION and "CancelJob it first" in details
     b.stub.CancelJob(pb.CancelJobRequest(job_id=long.job_id))
     ended = list(b.stub.WatchJob(pb.WatchJobRequest(job_id=long.job_id), timeout=60))
     assert ended[-1].job_ended.state == S.JOB_STATE_CANCELLED, ended[-1]
