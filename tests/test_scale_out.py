@@ -93,6 +93,7 @@ def cluster(
         postgres_server.new_database(),
         s3_emulator,
         s3_emulator.new_bucket(),
+        lease_s=10.0,  # no takeover here: a replica starved of CPU for a while keeps its jobs
     )
     c.start(2, "--max-concurrency", "2")
     try:
