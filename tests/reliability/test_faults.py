@@ -202,7 +202,10 @@ CLIENT = """
 import sys, grpc
 from cinetron.api_client import pb, pb_grpc
 stub = pb_grpc.VideoServiceStub(grpc.insecure_channel(sys.argv[1]))
-for event in stub.Generate(pb.GenerateRequest(prompt="a white square", steps=200)):
+# Held in a name: a call object that is garbage-collected cancels its stream, which would
+# free the slot before the test looks at it.
+call = stub.Generate(pb.GenerateRequest(prompt="a white square", steps=200))
+for event in call:
     if event.WhichOneof("event") == "progress":
         print("progress", flush=True)
         break
@@ -281,11 +284,13 @@ def test_data_dir_that_is_a_file_stops_start_with_a_clear_message(tmp_path: Path
 def test_full_disk_fails_the_job_with_resource_exhausted_and_no_partial_mp4(
     triton_server: TritonServer, spawn_api, ledger
 ) -> None:
-    entry = ledger("fault", name="disk full (16 KiB tmpfs)", accepted=0, lost=0)
+    entry = ledger("fault", name="disk full (4 KiB tmpfs)", accepted=0, lost=0)
     api = spawn_api("--triton-url", triton_server.grpc_url)
     videos = api.data_dir / "videos"
     mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(videos)], capture_output=True
+        # One page: smaller than any MP4 (a 1-step clip is about 7 KB, which 16 KiB held).
+        ["mount", "-t", "tmpfs", "-o", "size=4k", "tmpfs", str(videos)],
+        capture_output=True,
     )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")

@@ -251,7 +251,7 @@ def test_s3_down_at_upload_fails_the_job_with_the_reason_and_no_object(
     try:
         cluster = make_cluster(endpoint=proxy.endpoint)
         (a,) = cluster.start(1)
-        job_id = submit(a, 60, seed=9)
+        job_id = submit(a, 200, seed=9)  # seconds of work left when the endpoint goes
         wait_until("progress", lambda: get(a, job_id).progress.step >= 2, 60)
         proxy.down()
         job = terminal(a, job_id, 120)

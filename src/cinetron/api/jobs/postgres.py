@@ -271,7 +271,9 @@ class PostgresJobStore(JobStore):
         return bool(rows)
 
     def started(self, job_id: str, owner: str, fence: int) -> bool:
-        return self._fenced(f"state = {RUNNING}, attempts = attempts + 1", (), job_id, owner, fence)
+        # A new attempt starts from step 0: the stored progress is this run's.
+        sets = f"state = {RUNNING}, attempts = attempts + 1, step = 0, elapsed = 0"
+        return self._fenced(sets, (), job_id, owner, fence)
 
     def progress(
         self, job_id: str, owner: str, fence: int, step: int, total: int, elapsed: float

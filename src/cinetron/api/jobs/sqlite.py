@@ -193,7 +193,14 @@ class SqliteJobStore(JobStore):
         )
 
     def started(self, job_id: str, owner: str, fence: int) -> bool:
-        return self._fenced("state = ?, attempts = attempts + 1", (RUNNING,), job_id, owner, fence)
+        # A new attempt starts from step 0: the stored progress is this run's.
+        return self._fenced(
+            "state = ?, attempts = attempts + 1, step = 0, elapsed = 0",
+            (RUNNING,),
+            job_id,
+            owner,
+            fence,
+        )
 
     def progress(
         self, job_id: str, owner: str, fence: int, step: int, total: int, elapsed: float
@@ -264,11 +271,12 @@ class SqliteJobStore(JobStore):
         )
 
     def counts(self) -> tuple[int, int]:
-        rows, _ = self._exec(
-            "SELECT COALESCE(SUM(state = ?), 0), COALESCE(SUM(state = ?), 0) FROM jobs",
+        rows, _ = self._exec(  # the state index: finished jobs are not scanned
+            "SELECT state, COUNT(*) FROM jobs WHERE state IN (?, ?) GROUP BY state",
             (QUEUED, RUNNING),
         )
-        return int(rows[0][0]), int(rows[0][1])
+        by_state = {int(state): int(n) for state, n in rows}
+        return by_state.get(QUEUED, 0), by_state.get(RUNNING, 0)
 
     def position(self, seq: int) -> int:
         rows, _ = self._exec("SELECT COUNT(*) FROM jobs WHERE state = ? AND seq < ?", (QUEUED, seq))
