@@ -161,6 +161,7 @@ def scale_out_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "replicas": max((int(r.get("replicas", 0)) for r in rows), default=0),
         "jobs_submitted": sum(int(r.get("submitted", 0)) for r in rows),
         "replica_kills": sum(int(r.get("kills", 0)) for r in rows),
+        "replica_freezes": sum(int(r.get("freezes", 0)) for r in rows),
         "postgres_restarts": sum(int(r.get("pg_restarts", 0)) for r in rows),
         "s3_outages": sum(int(r.get("s3_outages", 0)) for r in rows),
         "jobs_lost": sum(int(r.get("lost", 0)) for r in rows),
@@ -176,7 +177,8 @@ def scale_out_table(s: dict[str, Any]) -> str:
     cells = [
         ("replicas (most at once)", s["replicas"]),
         ("jobs submitted", s["jobs_submitted"]),
-        ("replica kills (SIGKILL) / freezes past the lease (SIGSTOP)", s["replica_kills"]),
+        ("replica kills (SIGKILL)", s["replica_kills"]),
+        ("owners frozen past their lease (SIGSTOP, then SIGCONT)", s["replica_freezes"]),
         ("PostgreSQL restarts", s["postgres_restarts"]),
         ("S3 outages at upload", s["s3_outages"]),
         ("jobs lost", s["jobs_lost"]),

@@ -149,8 +149,8 @@ def test_owner_frozen_past_its_lease_then_resumed_one_success_one_object(
     make_cluster, ledger
 ) -> None:
     entry = ledger("scale-out", name="SIGSTOP the owner past its lease, then SIGCONT",
-                   replicas=2, submitted=1, kills=0, pg_restarts=0, s3_outages=0, lost=0,
-                   twice=0)  # fmt: skip
+                   replicas=2, submitted=1, kills=0, freezes=1, pg_restarts=0, s3_outages=0,
+                   lost=0, twice=0)  # fmt: skip
     cluster = make_cluster(lease_s=3.0)
     a, b = cluster.start(2)
     job_id = submit(a, 150, seed=7)
