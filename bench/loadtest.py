@@ -12,6 +12,13 @@ The bearer token, when the API has auth on, comes from ``--token-file`` (first l
 
 Writes ``bench/results/loadtest.json`` (plus Locust's CSV stats beside it) and prints
 throughput, latency and errors for the ramp and the steady state.
+
+Scale-out (docs/scale-out.md): ``--replicas N`` starts N API replicas in front of the one
+Triton, sharing a PostgreSQL server and the S3 emulator (``--store shared``, the default
+with N > 1), and Locust spreads its callers over them; ``--mode jobs`` drives
+SubmitJob + WatchJob instead of streaming Generate. The report then also gives the CPU
+seconds each part used (Triton, the API replicas, PostgreSQL, the S3 emulator, Locust),
+which names the bottleneck.
 """
 
 from __future__ import annotations
@@ -20,10 +27,12 @@ import argparse
 import ipaddress
 import json
 import os
+import resource
 import socket
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -87,27 +96,114 @@ def preflight(address: str, token: str) -> None:
                              f"{e.details()}") from None  # fmt: skip
 
 
+def _stat(pid: int) -> tuple[int, float] | None:
+    """(parent pid, CPU seconds of the process and its reaped children) from /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return None
+    ticks = os.sysconf("SC_CLK_TCK")
+    return int(fields[1]), sum(int(f) for f in fields[11:15]) / ticks
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """CPU seconds used so far by ``root`` and every live descendant."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").glob("[0-9]*"):
+        st = _stat(int(entry.name))
+        if st is not None:
+            parents.setdefault(st[0], []).append(int(entry.name))
+    total, todo = 0.0, [root]
+    while todo:
+        pid = todo.pop()
+        st = _stat(pid)
+        if st is not None:
+            total += st[1]
+        todo += parents.get(pid, [])
+    return total
+
+
+class CpuMeter:
+    """CPU seconds per named group of process trees between ``start`` and ``stop``."""
+
+    def __init__(self, groups: dict[str, list[int]]) -> None:
+        self.groups = groups
+        self.before: dict[str, float] = {}
+        self.started = 0.0
+
+    def _now(self) -> dict[str, float]:
+        return {k: sum(tree_cpu_seconds(p) for p in pids) for k, pids in self.groups.items()}
+
+    @staticmethod
+    def _reaped() -> float:
+        """CPU seconds of this process's finished children (Locust, once it exited)."""
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return usage.ru_utime + usage.ru_stime
+
+    def start(self) -> None:
+        self.before, self.started = self._now(), time.monotonic()
+        self.before["locust"] = self._reaped()
+
+    def stop(self) -> dict[str, Any]:
+        wall = time.monotonic() - self.started
+        now = {**self._now(), "locust": self._reaped()}
+        used = {k: round(v - self.before.get(k, 0.0), 1) for k, v in now.items()}
+        cores = os.cpu_count() or 1
+        return {
+            "wall_s": round(wall, 1),
+            "cores": cores,
+            "cpu_s": used,
+            "share_of_machine": {k: round(v / (wall * cores), 3) for k, v in used.items()},
+        }
+
+
 @contextmanager
-def target(args: argparse.Namespace) -> Iterator[str]:
-    """The API address: the one given, or a Triton + API started here for the test."""
+def target(args: argparse.Namespace) -> Iterator[tuple[str, dict[str, list[int]]]]:
+    """The API address(es), comma-separated: the one given, or a Triton + ``--replicas``
+    API servers started here for the test; and the process groups to meter."""
     if args.address:
         check_loopback(args.address)
-        yield args.address
+        yield args.address, {}
         return
     from bench.servers import api_server, triton
 
+    if args.replicas == 1 and args.store == "embedded":
+        with (
+            triton(args.repo) as server,
+            api_server(
+                server.grpc_url, max_concurrency=args.users, max_queue=max(16, 2 * args.users)
+            ) as api,
+        ):
+            print(f"started tritonserver {server.grpc_url} and serve-api {api.address} "
+                  f"(max concurrency {args.users})", file=sys.stderr)  # fmt: skip
+            yield api.address, {"triton": [server.pid], "api": [api.pid]}
+        return
+    from bench.servers import shared_stores
+
+    slots = -(-args.users // args.replicas)  # the same slots in all, spread over the replicas
     with (
         triton(args.repo) as server,
-        api_server(
-            server.grpc_url, max_concurrency=args.users, max_queue=max(16, 2 * args.users)
-        ) as api,
+        shared_stores() as stores,
+        stores.replicas(server.grpc_url, args.replicas, slots, max(16, 2 * slots)) as apis,
     ):
-        print(f"started tritonserver {server.grpc_url} and serve-api {api.address} "
-              f"(max concurrency {args.users})", file=sys.stderr)  # fmt: skip
-        yield api.address
+        addresses = ",".join(a.address for a in apis)
+        print(f"started tritonserver {server.grpc_url}, PostgreSQL, the S3 emulator and "
+              f"{args.replicas} serve-api replicas {addresses} (max concurrency {slots} "
+              "each)", file=sys.stderr)  # fmt: skip
+        yield (
+            addresses,
+            {
+                "triton": [server.pid],
+                "api": [a.pid for a in apis],
+                "postgres": stores.postgres_pids(),
+                "s3_emulator": [stores.s3.proc.pid],
+            },
+        )
 
 
-def run_locust(args: argparse.Namespace, address: str, token: str, report: Path) -> int:
+def run_locust(
+    args: argparse.Namespace, address: str, token: str, report: Path, meter: CpuMeter | None
+) -> int:
     env = {
         **os.environ,
         "CINETRON_LOADTEST_USERS": str(args.users),
@@ -118,6 +214,7 @@ def run_locust(args: argparse.Namespace, address: str, token: str, report: Path)
         "CINETRON_LOADTEST_TIMEOUT_S": str(args.timeout_s),
         "CINETRON_LOADTEST_REPORT": str(report),
         "CINETRON_API_TOKEN": token,
+        "CINETRON_LOADTEST_MODE": args.mode,
     }
     csv = args.out.with_suffix("")  # Locust adds _stats.csv, _failures.csv, ...
     cmd = [
@@ -127,8 +224,12 @@ def run_locust(args: argparse.Namespace, address: str, token: str, report: Path)
     ]  # fmt: skip
     bound = args.ramp_s + args.steady_s + args.timeout_s + 60  # a hard stop, whatever happens
     try:
-        return subprocess.run(cmd, env=env, timeout=bound).returncode
+        if meter is not None:
+            meter.start()
+        proc = subprocess.Popen(cmd, env=env)
+        return proc.wait(timeout=bound)
     except subprocess.TimeoutExpired:
+        proc.kill()
         print(f"locust ran past {bound:.0f} s and was stopped", file=sys.stderr)
         return 124
 
@@ -159,7 +260,8 @@ def phase_summary(records: list[dict[str, Any]], start: float, end: float) -> di
 def table(report: dict[str, Any]) -> str:
     s = report["settings"]
     lines = [
-        f"load test of {s['host']}: ramp 1→{s['users']} callers over {s['ramp_s']:.0f} s, "
+        f"load test ({s.get('mode', 'generate')}, {report.get('replicas', 1)} replica(s)) of "
+        f"{s['host']}: ramp 1→{s['users']} callers over {s['ramp_s']:.0f} s, "
         f"steady {s['steady_s']:.0f} s, {s['steps']} steps per video, at most "
         f"{s['max_requests']} calls ({report['calls_started']} started, stopped by "
         f"{report['stopped_by']})",
@@ -174,6 +276,13 @@ def table(report: dict[str, Any]) -> str:
             f"{p['videos_per_min']:>9.1f}{lat['p50']:>7.2f}{lat['p95']:>7.2f}{lat['p99']:>7.2f}"
             f"{first['p50']:>10.2f}  {p['errors_by_code'] or '-'}"
         )
+    cpu = report.get("cpu")
+    if cpu:
+        parts = ", ".join(
+            f"{k} {v:.0f} s ({100 * cpu['share_of_machine'][k]:.0f}%)"
+            for k, v in cpu["cpu_s"].items()
+        )
+        lines.append(f"CPU over {cpu['wall_s']:.0f} s on {cpu['cores']} cores: {parts}")
     return "\n".join(lines)
 
 
@@ -194,6 +303,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=20, help="denoising steps per video")
     p.add_argument("--timeout-s", type=float, default=120.0, help="deadline of one call")
     p.add_argument("--out", type=Path, default=RESULTS, help="JSON report path")
+    p.add_argument("--replicas", type=int, default=1, help="API replicas to start (no --address)")
+    p.add_argument("--mode", choices=["generate", "jobs"], default="generate",
+                   help="stream Generate, or SubmitJob + WatchJob")  # fmt: skip
+    p.add_argument("--store", choices=["embedded", "shared"], default=None,
+                   help="jobs in SQLite per replica, or PostgreSQL + the S3 emulator shared "
+                   "(default: shared when --replicas > 1)")  # fmt: skip
     return p
 
 
@@ -201,17 +316,28 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.users < 1 or args.max_requests < 1 or args.ramp_s < 0 or args.steady_s <= 0:
         raise SystemExit("--users and --max-requests must be ≥ 1, --ramp-s ≥ 0, --steady-s > 0")
+    if args.replicas < 1:
+        raise SystemExit("--replicas must be ≥ 1")
+    args.store = args.store or ("shared" if args.replicas > 1 else "embedded")
+    if args.replicas > 1 and args.store == "embedded":
+        raise SystemExit("several replicas need --store shared (SQLite is one process's)")
     token = read_token(args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="cinetron-loadtest-") as tmp:
         raw = Path(tmp) / "report.json"
-        with target(args) as address:
-            preflight(address, token)
-            code = run_locust(args, address, token, raw)
+        with target(args) as (address, groups):
+            for one in address.split(","):
+                preflight(one, token)
+            meter = CpuMeter(groups) if groups else None
+            code = run_locust(args, address, token, raw, meter)
+            cpu = meter.stop() if meter is not None else None
         if not raw.exists():
             print(f"locust exited with code {code} and wrote no report", file=sys.stderr)
             return code or 1
         report = json.loads(raw.read_text())
+    report["store"] = args.store
+    if cpu is not None:
+        report["cpu"] = cpu
     emit(args.out, report, table)
     print(f"Locust CSV stats: {args.out.with_suffix('')}_stats.csv")
     return code

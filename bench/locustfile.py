@@ -14,6 +14,12 @@ come from the environment, so the same file works under ``locust -f`` too:
 | ``CINETRON_LOADTEST_TIMEOUT_S`` | deadline of one ``Generate`` call | 120 |
 | ``CINETRON_LOADTEST_REPORT`` | where to write the JSON report | loadtest-report.json |
 | ``CINETRON_API_TOKEN`` | bearer token, when the API has auth on | (none) |
+| ``CINETRON_LOADTEST_MODE`` | ``generate`` (stream) or ``jobs`` (Submit + WatchJob) | generate |
+
+``--host`` may list several API replicas, comma-separated: caller ``i`` talks to replica
+``i mod n`` for its whole life (as one client connection behind a load balancer would).
+In ``jobs`` mode a caller submits on its replica and watches there until the video (or the
+job's end) arrives; which replica runs the job is the store's business.
 
 Each caller streams ``Generate`` with a fresh prompt and seed and waits for the video
 (no think time: a closed loop). Locust records one ``Generate`` sample per call (its
@@ -56,12 +62,14 @@ STEPS = int(_setting("STEPS", 20))
 TIMEOUT_S = _setting("TIMEOUT_S", 120)
 REPORT = Path(os.environ.get("CINETRON_LOADTEST_REPORT", "loadtest-report.json"))
 TOKEN = os.environ.get("CINETRON_API_TOKEN", "")
+MODE = os.environ.get("CINETRON_LOADTEST_MODE", "generate")
 
 PROMPTS = workload_prompts()
 _issued = 0  # calls started so far (gevent: greenlets switch only on I/O, so no lock)
 _started_at = time.monotonic()
 _load_ended_s: float | None = None  # when the shape stopped the load (time or budget)
 RECORDS: list[dict[str, Any]] = []  # one per finished call, for the report
+_users = 0  # callers created so far: caller i talks to replica i mod n
 
 
 class RpcFailure(Exception):
@@ -78,13 +86,24 @@ class GenerateUser(User):
     wait_time = constant(0)
 
     def on_start(self) -> None:
+        global _users
         options = [("grpc.max_receive_message_length", 64 << 20)]
-        self.channel = grpc.insecure_channel(self.host, options=options)
+        replicas = [h.strip() for h in (self.host or "").split(",") if h.strip()]
+        address, _users = replicas[_users % len(replicas)], _users + 1
+        self.channel = grpc.insecure_channel(address, options=options)
         self.stub = pb_grpc.VideoServiceStub(self.channel)
         self.metadata = [("authorization", f"Bearer {TOKEN}")] if TOKEN else []
 
     def on_stop(self) -> None:
         self.channel.close()
+
+    def _events(self, request: pb.GenerateRequest, metadata: list[tuple[str, str]]) -> Any:
+        if MODE == "generate":
+            return self.stub.Generate(request, metadata=metadata, timeout=TIMEOUT_S)
+        job = self.stub.SubmitJob(pb.SubmitJobRequest(request=request), metadata=metadata,
+                                  timeout=TIMEOUT_S).job  # fmt: skip
+        watch = pb.WatchJobRequest(job_id=job.job_id)
+        return self.stub.WatchJob(watch, metadata=metadata, timeout=TIMEOUT_S)
 
     @task
     def generate(self) -> None:
@@ -99,16 +118,20 @@ class GenerateUser(User):
         first: float | None = None
         size, error = 0, None
         try:
-            for event in self.stub.Generate(request, metadata=metadata, timeout=TIMEOUT_S):
+            for event in self._events(request, metadata):
                 kind = event.WhichOneof("event")
                 if kind == "progress" and first is None:
                     first = time.perf_counter() - start
                 elif kind == "completed":
                     size = len(event.completed.video)
+                elif kind == "job_ended":
+                    raise RpcFailure(event.job_ended.code or "JOB_ENDED", event.job_ended.reason)
             if size == 0:
                 error = RpcFailure("NO_VIDEO", "the stream ended without a video")
         except grpc.RpcError as e:
             error = RpcFailure(e.code().name, e.details() or "")
+        except RpcFailure as e:
+            error = e
         latency = time.perf_counter() - start
         fire = self.environment.events.request.fire
         fire(request_type="grpc", name="Generate", response_time=latency * 1e3,
@@ -161,9 +184,11 @@ def _on_quit(environment: Any, **_: Any) -> None:
             "steps": STEPS,
             "timeout_s": TIMEOUT_S,
             "host": environment.host,
+            "mode": MODE,
             "auth": bool(TOKEN),
         },
         "calls_started": _issued,
+        "replicas": len((environment.host or "").split(",")),
         "stopped_by": "request budget" if _issued >= MAX_REQUESTS else "time",
         "ramp": phase_summary(RECORDS, 0.0, RAMP_S),
         "steady": phase_summary(RECORDS, RAMP_S, steady_end),

@@ -16,6 +16,7 @@ import json
 import os
 import platform
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -149,7 +150,50 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "overload": [{k: r[k] for k in r if k not in ("kind", "test", "count")} for r in overload],
         "requests_accepted": sum(int(r.get("accepted", 0)) for r in rows),
         "requests_lost": sum(int(r.get("lost", 0)) for r in rows),
+        "scale_out": scale_out_summary([r for r in rows if r["kind"] == "scale-out"]),
     }
+
+
+def scale_out_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The scale-out results (tests/reliability/test_scale_out_faults.py), one run."""
+    reclaims = [float(s) for r in rows for s in r.get("reclaim_s", [])]
+    lags = [r["lag_ms"] for r in rows if "lag_ms" in r]
+    return {
+        "scenarios": len(rows),
+        "passed": sum(bool(r["passed"]) for r in rows),
+        "replicas": max((int(r.get("replicas", 0)) for r in rows), default=0),
+        "jobs_submitted": sum(int(r.get("submitted", 0)) for r in rows),
+        "replica_kills": sum(int(r.get("kills", 0)) for r in rows),
+        "replica_freezes": sum(int(r.get("freezes", 0)) for r in rows),
+        "postgres_restarts": sum(int(r.get("pg_restarts", 0)) for r in rows),
+        "s3_outages": sum(int(r.get("s3_outages", 0)) for r in rows),
+        "jobs_lost": sum(int(r.get("lost", 0)) for r in rows),
+        "jobs_succeeded_twice": sum(int(r.get("twice", 0)) for r in rows),
+        "reclaim_s": reclaims,
+        "median_reclaim_s": round(statistics.median(reclaims), 2) if reclaims else None,
+        "watch_lag_ms": lags[0] if lags else None,
+    }
+
+
+def scale_out_table(s: dict[str, Any]) -> str:
+    lag = s["watch_lag_ms"] or {}
+    cells = [
+        ("replicas (most at once)", s["replicas"]),
+        ("jobs submitted", s["jobs_submitted"]),
+        ("replica kills (SIGKILL)", s["replica_kills"]),
+        ("owners frozen past their lease (SIGSTOP, then SIGCONT)", s["replica_freezes"]),
+        ("PostgreSQL restarts", s["postgres_restarts"]),
+        ("S3 outages at upload", s["s3_outages"]),
+        ("jobs lost", s["jobs_lost"]),
+        ("jobs run to success twice", s["jobs_succeeded_twice"]),
+        ("median reclaim time (kill or freeze → started elsewhere)",
+         f"{s['median_reclaim_s']} s (each: {s['reclaim_s']})"),
+        ("WatchJob lag, other replica vs owner",
+         f"p50 {lag.get('p50')} ms, p95 {lag.get('p95')} ms, max {lag.get('max')} ms"
+         f" over {lag.get('steps')} steps"),
+        ("scenarios passed", f"{s['passed']} / {s['scenarios']}"),
+    ]  # fmt: skip
+    return "\n".join(["| scale-out | result |", "|---|---|"] + [f"| {k} | {v} |" for k, v in cells])
 
 
 def table(summary: dict[str, Any], audit: dict[str, Any] | None) -> str:
@@ -216,6 +260,10 @@ def main(argv: list[str] | None = None) -> int:
     audit = next((r["audit"] for r in ledger["rows"] if "audit" in r), None)
     text = table(summary, audit)
     print("\nReliability summary\n" + text)
+    if summary["scale_out"]["scenarios"]:
+        scale = scale_out_table(summary["scale_out"])
+        print("\nScale-out (docs/scale-out.md)\n" + scale)
+        text += "\n\n" + scale
     for line in ledger.get("notes", []):
         print(line)
     result = {
@@ -234,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1, default=str) + "\n")
     print(f"wrote {args.out}")
-    if summary["requests_lost"]:
+    if summary["requests_lost"] or summary["scale_out"]["jobs_lost"]:
         return 1
     return code
 

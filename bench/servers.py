@@ -169,3 +169,59 @@ def api_server(triton_url: str, max_concurrency: int, max_queue: int = 64) -> It
             yield api
         finally:
             api.stop()
+
+
+class SharedStores:
+    """A PostgreSQL server and the S3 emulator (tests/stores.py) for scale-out runs."""
+
+    def __init__(self, tmp: Path) -> None:
+        from tests.stores import PostgresServer, S3Emulator
+
+        self.tmp = tmp
+        self.postgres = PostgresServer()
+        self.s3 = S3Emulator(tmp / "moto.log")
+
+    def postgres_pids(self) -> list[int]:
+        pidfile = self.postgres.data / "postmaster.pid"
+        return [int(pidfile.read_text().split()[0])] if pidfile.exists() else []
+
+    @contextmanager
+    def replicas(
+        self, triton_url: str, n: int, max_concurrency: int, max_queue: int
+    ) -> Iterator[list[ApiProcess]]:
+        dsn, bucket = self.postgres.new_database(), self.s3.new_bucket()
+        args = ("--triton-url", triton_url, "--max-concurrency", str(max_concurrency),
+                "--max-queue", str(max_queue), "--database-url", dsn,
+                "--video-url", f"s3://{bucket}/videos")  # fmt: skip
+        apis = [
+            ApiProcess(
+                self.tmp / f"data{i}",
+                self.tmp / f"serve-api{i}.log",
+                args,
+                env=self.s3.env(),
+                metrics=False,
+                log_level="warning",
+            )
+            for i in range(n)
+        ]
+        try:
+            for api in apis:
+                api.wait_serving()
+            yield apis
+        finally:
+            for api in apis:
+                api.stop()
+
+    def close(self) -> None:
+        self.s3.close()
+        self.postgres.close()
+
+
+@contextmanager
+def shared_stores() -> Iterator[SharedStores]:
+    with tempfile.TemporaryDirectory(prefix="cinetron-stores-") as tmp:
+        stores = SharedStores(Path(tmp))
+        try:
+            yield stores
+        finally:
+            stores.close()

@@ -73,6 +73,7 @@ def test_overlay_renders_every_part_of_the_deployment(rendered: tuple[str, list[
     assert wiring.adapter_metric_names(objects) == {
         "cinetron_triton_queue_time_per_request_us",
         "cinetron_api_queue_depth",
+        "cinetron_api_jobs_queued",
     }
 
 
@@ -155,6 +156,37 @@ def test_each_hpa_scales_its_own_deployment_on_published_metrics(rendered):
     problems = wiring.check_autoscalers(broken)
     assert any("not its namesake" in p for p in problems), problems
     assert any("'nv_gpu_utilization' is not published" in p for p in problems), problems
+
+
+def test_api_keeps_no_job_state_on_the_pod_and_reaches_both_stores(rendered):
+    overlay, objects = rendered
+    api = get(objects, "Deployment", "cinetron-api")
+    env = wiring.container_env(objects, container(objects, "cinetron-api"))
+    assert env["CINETRON_VIDEO_URL"].startswith("s3://")
+    assert env["CINETRON_DATABASE_URL_FILE"] == "/etc/cinetron/store/database-url"
+    assert env["AWS_CONFIG_FILE"] == "/etc/cinetron/store/aws-config"
+    assert "CINETRON_DATA_DIR" not in env
+    volumes = {v["name"]: v for v in wiring.pod_spec(api)["volumes"]}
+    assert volumes["store"]["secret"]["secretName"] == "cinetron-api-store"
+    assert not any("persistentVolumeClaim" in v for v in volumes.values()) and "data" not in volumes
+    secret = wiring.named(objects, "Secret", "cinetron-api-store")
+    assert (secret is not None) == (overlay == "cpu-dev")  # production: the operator's
+    hpa = get(objects, "HorizontalPodAutoscaler", "cinetron-api")
+    external = [m for m in hpa["spec"]["metrics"] if m["type"] == "External"]
+    assert [m["external"]["metric"]["name"] for m in external] == ["cinetron_api_jobs_queued"]
+    assert wiring.check_api_stores(objects) == []
+
+    broken = copy.deepcopy(objects)
+    spec = wiring.pod_spec(get(broken, "Deployment", "cinetron-api"))
+    spec["containers"][0]["env"] = [{"name": "CINETRON_DATABASE_URL", "value": "postgresql://x"}]
+    spec["volumes"] = [v for v in spec["volumes"] if v["name"] != "store"]
+    for policy in wiring.of_kind(broken, "NetworkPolicy"):
+        if policy["metadata"]["name"] == "cinetron-api":
+            policy["spec"]["egress"] = policy["spec"]["egress"][:2]
+    problems = wiring.check_api_stores(broken)
+    assert any("must come from files" in p for p in problems), problems
+    assert any("is not key 'database-url' of a mounted Secret" in p for p in problems), problems
+    assert any("no NetworkPolicy egress to PostgreSQL" in p for p in problems), problems
 
 
 def test_api_triton_url_is_the_triton_service_grpc_port(rendered):

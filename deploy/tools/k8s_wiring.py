@@ -19,7 +19,11 @@ from k8s_schemas import describe
 API_DEPLOYMENT = "cinetron-api"
 TRITON_DEPLOYMENT = "cinetron-triton"
 # Secrets the operator creates before applying (never committed): deploy/README.md step 4.
-EXTERNAL_SECRETS = frozenset({"cinetron-api-tokens"})
+EXTERNAL_SECRETS = frozenset({"cinetron-api-tokens", "cinetron-api-store"})
+# The API's stores (docs/scale-out.md): files of the mounted Secret, never environment values.
+STORE_FILES = {"CINETRON_DATABASE_URL_FILE": "database-url", "AWS_CONFIG_FILE": "aws-config"}
+POSTGRES_PORT = 5432
+S3_PORTS = frozenset({443, 9000})
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_OVERLAYS = frozenset({"gpu"})
 ADAPTER_RULES_CONFIGMAP = "cinetron-prometheus-adapter-rules"
@@ -209,7 +213,8 @@ def adapter_metric_names(objects: list[K8sObject]) -> set[str]:
     if configmap is None:
         return set()
     config = yaml.safe_load(configmap["data"]["config.yaml"])
-    return {rule["name"]["as"] for rule in config.get("rules", [])}
+    rules = config.get("rules", []) + config.get("externalRules", [])
+    return {rule["name"]["as"] for rule in rules}
 
 
 def check_autoscalers(objects: list[K8sObject]) -> list[str]:
@@ -227,10 +232,12 @@ def check_autoscalers(objects: list[K8sObject]) -> list[str]:
         if spec.get("minReplicas", 1) > spec["maxReplicas"]:
             problems.append(f"{describe(hpa)}: minReplicas > maxReplicas")
         for metric in spec.get("metrics", []):
-            if metric["type"] == "Pods" and metric["pods"]["metric"]["name"] not in published:
+            source = {"Pods": "pods", "External": "external"}.get(metric["type"])
+            if source and metric[source]["metric"]["name"] not in published:
                 problems.append(
-                    f"{describe(hpa)}: custom metric {metric['pods']['metric']['name']!r} is not "
-                    f"published by ConfigMap/{ADAPTER_RULES_CONFIGMAP} (has {sorted(published)})"
+                    f"{describe(hpa)}: {source} metric {metric[source]['metric']['name']!r} is "
+                    f"not published by ConfigMap/{ADAPTER_RULES_CONFIGMAP} "
+                    f"(has {sorted(published)})"
                 )
     return problems
 
@@ -413,6 +420,49 @@ def check_references(objects: list[K8sObject]) -> list[str]:
     return problems
 
 
+def check_api_stores(objects: list[K8sObject]) -> list[str]:
+    """The API keeps no job state on the pod: it reads the PostgreSQL DSN and the S3 settings
+    from files of a mounted Secret, stores videos in s3://, and its NetworkPolicy lets it
+    reach PostgreSQL and the object storage."""
+    api = named(objects, "Deployment", API_DEPLOYMENT)
+    if api is None:
+        return [f"Deployment/{API_DEPLOYMENT} is not rendered"]
+    container = containers(api)[0]
+    env = container_env(objects, container)
+    problems = []
+    if not env.get("CINETRON_VIDEO_URL", "").startswith("s3://"):
+        problems.append(f"{describe(api)}: CINETRON_VIDEO_URL must be s3://BUCKET/PREFIX")
+    if "CINETRON_DATABASE_URL" in env or any(k.startswith("AWS_SECRET") for k in env):
+        problems.append(f"{describe(api)}: store secrets must come from files, not env values")
+    volumes = {v["name"]: v for v in pod_spec(api).get("volumes", [])}
+    mounts = {m["mountPath"].rstrip("/"): m["name"] for m in container.get("volumeMounts", [])}
+    for variable, key in STORE_FILES.items():
+        path = env.get(variable, "")
+        folder, _, name = path.rpartition("/")
+        volume = volumes.get(mounts.get(folder, ""), {})
+        items = {i["path"]: i["key"] for i in volume.get("secret", {}).get("items", [])}
+        if "secret" not in volume or items.get(name) != key:
+            problems.append(
+                f"{describe(api)}: {variable}={path!r} is not key {key!r} of a mounted Secret"
+            )
+    for volume in volumes.values():
+        if "persistentVolumeClaim" in volume or volume["name"] == "data":
+            problems.append(f"{describe(api)}: volume {volume['name']!r} keeps state on the pod")
+    egress_ports = {
+        int(port["port"])
+        for p in of_kind(objects, "NetworkPolicy")
+        if p["spec"]["podSelector"] and selector_matches(p["spec"]["podSelector"], pod_labels(api))
+        for rule in p["spec"].get("egress", [])
+        for port in rule.get("ports", [])
+        if isinstance(port["port"], int)
+    }
+    if POSTGRES_PORT not in egress_ports:
+        problems.append(f"{describe(api)}: no NetworkPolicy egress to PostgreSQL ({POSTGRES_PORT})")
+    if not egress_ports & S3_PORTS:
+        problems.append(f"{describe(api)}: no NetworkPolicy egress to object storage (443/9000)")
+    return problems
+
+
 def check_images(objects: list[K8sObject]) -> list[str]:
     """The overlay replaced every placeholder image with a registry path and a pinned tag."""
     problems = []
@@ -471,6 +521,7 @@ RULES: tuple[Callable[[list[K8sObject]], list[str]], ...] = (
     check_network_policies,
     check_service_monitors,
     check_references,
+    check_api_stores,
     check_images,
 )
 

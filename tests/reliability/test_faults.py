@@ -231,7 +231,10 @@ CLIENT = """
 import sys, grpc
 from cinetron.api_client import pb, pb_grpc
 stub = pb_grpc.VideoServiceStub(grpc.insecure_channel(sys.argv[1]))
-for event in stub.Generate(pb.GenerateRequest(prompt="a white square", steps=200)):
+# Held in a name: a call object that is garbage-collected cancels its stream, which would
+# free the slot before the test looks at it.
+call = stub.Generate(pb.GenerateRequest(prompt="a white square", steps=200))
+for event in call:
     if event.WhichOneof("event") == "progress":
         print("progress", flush=True)
         break

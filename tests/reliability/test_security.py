@@ -36,6 +36,7 @@ EMPTY_REQUESTS = {
     "WatchJob": pb.WatchJobRequest(job_id="nope"),
     "CancelJob": pb.CancelJobRequest(job_id="nope"),
     "ListJobs": pb.ListJobsRequest(),
+    "DeleteJob": pb.DeleteJobRequest(job_id="nope"),
     "ListModels": pb.ListModelsRequest(),
     "GetInfo": pb.GetInfoRequest(),
 }
@@ -118,6 +119,7 @@ def test_auth_guards_every_rpc_and_reflection_over_tls(secured, ledger) -> None:
     good = call_every_rpc(channel, [("authorization", f"Bearer {token}")])
     expected = {name: C.OK for name in good} | {
         "GetJob": C.NOT_FOUND, "WatchJob": C.NOT_FOUND, "CancelJob": C.NOT_FOUND,
+        "DeleteJob": C.NOT_FOUND,
     }  # fmt: skip
     assert good == expected
     entry["rpcs"] = len(good)

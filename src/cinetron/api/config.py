@@ -3,7 +3,11 @@
 The environment names are a contract with ``deploy/`` (Kubernetes manifests):
 CINETRON_API_ADDRESS, CINETRON_TRITON_URL, CINETRON_DATA_DIR, CINETRON_AUTH_TOKENS_FILE,
 CINETRON_TLS_CERT, CINETRON_TLS_KEY, CINETRON_METRICS_PORT, CINETRON_MAX_QUEUE,
-CINETRON_MAX_CONCURRENCY. CINETRON_AUTH_TOKENS (comma-separated) is an optional extra.
+CINETRON_MAX_CONCURRENCY, and for scale-out (docs/scale-out.md) CINETRON_DATABASE_URL (or
+CINETRON_DATABASE_URL_FILE),
+CINETRON_VIDEO_URL, CINETRON_JOB_LEASE_SECONDS, CINETRON_MAX_QUEUED_JOBS, CINETRON_JOB_TTL,
+CINETRON_VIDEO_URL_TTL (S3 credentials: boto3's own AWS_* variables). CINETRON_AUTH_TOKENS
+(comma-separated) is an optional extra.
 """
 
 from __future__ import annotations
@@ -39,6 +43,14 @@ class ServerConfig:
     readiness_interval_s: float = 2.0
     shutdown_grace_s: float = 30.0
     log_level: str = "info"
+    # Scale-out stores: empty = the embedded SQLite file and the local videos folder.
+    database_url: str = ""  # postgresql://user:password@host:port/db
+    video_url: str = ""  # s3://bucket/prefix (endpoint and credentials: AWS_* variables)
+    job_lease_s: float = 30.0  # a replica that stops renewing loses its jobs after this
+    job_poll_s: float = 1.0  # claim and watch polling, besides LISTEN/NOTIFY
+    max_queued_jobs: int = 1000  # shared queue bound (PostgreSQL); SQLite uses max_queue
+    job_ttl_s: float = 0.0  # finished jobs (and videos) are deleted after this; 0 = keep
+    video_url_ttl_s: int = 3600  # lifetime of the presigned links GetJob hands out
 
     @property
     def auth_enabled(self) -> bool:
@@ -57,6 +69,24 @@ def _int(name: str, text: str, lo: int, hi: int) -> int:
         raise SystemExit(f"{name} must be an integer between {lo} and {hi}, got {text!r}") from None
     if not lo <= value <= hi:
         raise SystemExit(f"{name} must be between {lo} and {hi}, got {value}")
+    return value
+
+
+_DURATION = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(name: str, text: str, lo: float, hi: float) -> float:
+    """Seconds from ``90``, ``90s``, ``15m``, ``12h`` or ``7d``."""
+    t = text.strip().lower()
+    unit = _DURATION.get(t[-1:], 0)
+    try:
+        value = float(t[:-1] if unit else t) * (unit or 1)
+    except ValueError:
+        raise SystemExit(
+            f"{name} must be seconds or a duration like 90s, 15m, 12h, 7d, got {text!r}"
+        ) from None
+    if not lo <= value <= hi:
+        raise SystemExit(f"{name} must be between {lo:g} and {hi:g} seconds, got {value:g}")
     return value
 
 
@@ -140,6 +170,49 @@ def parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
         action="store_true",
         help="on start, mark unfinished jobs FAILED instead of running them again",
     )
+    g(
+        "--database-url",
+        default=env.get("CINETRON_DATABASE_URL", ""),
+        help="PostgreSQL for jobs shared by any number of replicas, postgresql://USER:PASSWORD"
+        "@HOST:PORT/DB; unset: SQLite under --data-dir, one replica [CINETRON_DATABASE_URL]",
+    )
+    g(
+        "--database-url-file",
+        type=Path,
+        default=env.get("CINETRON_DATABASE_URL_FILE") or None,
+        help="read --database-url from this file (a mounted Secret) [CINETRON_DATABASE_URL_FILE]",
+    )
+    g(
+        "--video-url",
+        default=env.get("CINETRON_VIDEO_URL", ""),
+        help="S3-compatible storage for job videos, s3://BUCKET/PREFIX (endpoint and "
+        "credentials from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, "
+        "AWS_DEFAULT_REGION); unset: --data-dir/videos [CINETRON_VIDEO_URL]",
+    )
+    g(
+        "--job-lease",
+        default=env.get("CINETRON_JOB_LEASE_SECONDS", str(d.job_lease_s)),
+        help="seconds a replica holds a job without renewing before another replica takes "
+        "it over (PostgreSQL) [CINETRON_JOB_LEASE_SECONDS, %(default)s]",
+    )
+    g(
+        "--max-queued-jobs",
+        default=env.get("CINETRON_MAX_QUEUED_JOBS", str(d.max_queued_jobs)),
+        help="jobs the shared queue holds before SubmitJob answers RESOURCE_EXHAUSTED "
+        "(PostgreSQL) [CINETRON_MAX_QUEUED_JOBS, %(default)s]",
+    )
+    g(
+        "--job-ttl",
+        default=env.get("CINETRON_JOB_TTL", "0"),
+        help="delete finished jobs and their videos this long after they ended (90s, 12h, "
+        "7d); 0 keeps them until DeleteJob [CINETRON_JOB_TTL, %(default)s]",
+    )
+    g(
+        "--video-url-ttl",
+        default=env.get("CINETRON_VIDEO_URL_TTL", str(d.video_url_ttl_s)),
+        help="lifetime of the presigned video links in GetJob (S3) [CINETRON_VIDEO_URL_TTL, "
+        "%(default)s]",
+    )
     g("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return p
 
@@ -150,6 +223,15 @@ def from_args(argv: list[str] | None = None, env: Mapping[str, str] | None = Non
     if (a.tls_cert is None) != (a.tls_key is None):
         raise SystemExit("TLS needs both --tls-cert and --tls-key (CINETRON_TLS_CERT/_KEY)")
     tokens = tuple(t.strip() for t in env.get("CINETRON_AUTH_TOKENS", "").split(",") if t.strip())
+    database_url = a.database_url.strip()
+    if a.database_url_file is not None:
+        try:
+            database_url = a.database_url_file.read_text().strip()
+        except OSError as e:
+            raise SystemExit(
+                f"--database-url-file {a.database_url_file}: cannot read it ({e.strerror}); "
+                "mount the Secret that holds the DSN there, or unset CINETRON_DATABASE_URL_FILE"
+            ) from None
     return ServerConfig(
         address=a.address,
         triton_url=a.triton_url,
@@ -164,6 +246,12 @@ def from_args(argv: list[str] | None = None, env: Mapping[str, str] | None = Non
         max_queue=_int("--max-queue", str(a.max_queue), 0, 100_000),
         max_concurrency=_int("--max-concurrency", str(a.max_concurrency), 1, 1024),
         resume_jobs=not a.no_resume_jobs,
+        database_url=database_url,
+        video_url=a.video_url.strip(),
+        job_lease_s=_duration("--job-lease", str(a.job_lease), 1, 3600),
+        max_queued_jobs=_int("--max-queued-jobs", str(a.max_queued_jobs), 1, 10_000_000),
+        job_ttl_s=_duration("--job-ttl", str(a.job_ttl), 0, 10 * 365 * 86400),
+        video_url_ttl_s=int(_duration("--video-url-ttl", str(a.video_url_ttl), 1, 7 * 86400)),
         shutdown_grace_s=a.shutdown_grace,
         log_level=a.log_level,
     )

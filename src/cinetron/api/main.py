@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
 import sys
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from cinetron.api.auth import BearerAuth, TokenSet
 from cinetron.api.config import ServerConfig, from_args
 from cinetron.api.decoding import RejectMalformed
 from cinetron.api.engine import Engine
-from cinetron.api.jobs import JobManager, JobStore
+from cinetron.api.jobs import JobManager, open_job_store, open_video_store
 from cinetron.api.logs import log, setup_logging
 from cinetron.api.metrics import Metrics
 from cinetron.api.service import VideoService
@@ -68,13 +69,33 @@ class ApiServer:
         self.engine = Engine(
             self.backend.transport, config.max_concurrency, config.max_queue, self.metrics
         )
-        self.store = JobStore(config.data_dir)
+        self.store = open_job_store(config.database_url, config.data_dir)
+        self.videos = open_video_store(config.video_url, config.data_dir)
+        self.videos.check()
+        if self.store.shared and not config.video_url:
+            log(
+                "videos_not_shared",
+                logging.WARNING,
+                reason="jobs are in PostgreSQL but videos in the local folder "
+                f"{config.data_dir / 'videos'}: every replica must mount the same folder, "
+                "or set CINETRON_VIDEO_URL=s3://bucket/prefix",
+            )
         self.jobs = JobManager(
             self.store,
             self.engine,
             self.plan,
             config.resume_jobs,
             config.max_job_attempts,
+            videos=self.videos,
+            metrics=self.metrics,
+            lease_s=config.job_lease_s,
+            poll_s=config.job_poll_s,
+            max_queued_jobs=config.max_queued_jobs,
+            ttl_s=config.job_ttl_s,
+            video_url_ttl_s=config.video_url_ttl_s,
+            health_interval_s=config.readiness_interval_s,
+            is_ready=lambda: self.backend.ready,
+            on_health=self._on_store_health,
         )
         self.port = 0
         self._server: grpc.aio.Server | None = None
@@ -86,10 +107,17 @@ class ApiServer:
         manifest = self.backend.manifest()
         return convert.to_plan(msg, request_id, manifest, self.backend.can_encode_video)
 
-    async def _on_ready_change(self, ready: bool) -> None:
-        status = _SERVING if ready else _NOT_SERVING
+    async def _set_health(self) -> None:
+        """SERVING only while both the inference backend and the job store answer."""
+        status = _SERVING if self.backend.ready and self.jobs.store_ok else _NOT_SERVING
         for service in ("", SERVICE_NAME):
             await self.health.set(service, status)
+
+    async def _on_store_health(self, ok: bool) -> None:
+        await self._set_health()
+
+    async def _on_ready_change(self, ready: bool) -> None:
+        await self._set_health()
         if ready and not self._resumed and self.config.resume_jobs:
             self._resumed = True
             self.jobs.resume_unfinished()
@@ -99,6 +127,7 @@ class ApiServer:
 
     async def start(self) -> int:
         c = self.config
+        await self.jobs.start()
         if not c.resume_jobs:
             self.jobs.fail_unfinished()
         for service in ("", SERVICE_NAME):
@@ -155,6 +184,8 @@ class ApiServer:
             tls=c.tls_cert is not None,
             auth=c.auth_enabled,
             data_dir=c.data_dir,
+            jobs=self.store.describe,
+            videos=self.videos.describe,
             backend=c.local or f"triton:{c.triton_url}",
             metrics_port=c.metrics_port or None,
         )
@@ -173,7 +204,7 @@ class ApiServer:
         if self._server is not None:
             await self._server.stop(self.config.shutdown_grace_s if grace is None else grace)
         self.engine.close()
-        await asyncio.sleep(0)  # let job drivers record the interruption
+        await self.jobs.close()  # job drivers record the interruption (released for others)
         if self._backend_task is not None:
             self._backend_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

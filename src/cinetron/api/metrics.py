@@ -48,5 +48,43 @@ class Metrics:
             "cinetron_api_rejected", "requests refused because the queue was full", registry=r
         )
 
+        # Jobs, from the job store: with PostgreSQL these count the queue every replica
+        # shares (each replica reports the same numbers; the HPA reads their max).
+        self.jobs_queued = Gauge(
+            "cinetron_api_jobs_queued",
+            "jobs waiting to be claimed or started, whole store",
+            registry=r,
+        )
+        self.jobs_running = Gauge(
+            "cinetron_api_jobs_running", "jobs running on any replica, whole store", registry=r
+        )
+        self.job_reclaims = Counter(
+            "cinetron_api_job_reclaims",
+            "jobs this replica took over from a replica whose lease expired (or a dead process)",
+            registry=r,
+        )
+        self.lease_renewals = Counter(
+            "cinetron_api_job_lease_renewals", "job leases this replica renewed", registry=r
+        )
+        self.leases_lost = Counter(
+            "cinetron_api_job_leases_lost",
+            "runs abandoned because another replica had taken the job over (fenced out)",
+            registry=r,
+        )
+        self.videos_missing = Counter(
+            "cinetron_api_job_videos_missing",
+            "SUCCEEDED jobs whose video was gone from the video store (answered DATA_LOSS)",
+            registry=r,
+        )
+        self.video_store_errors = Counter(
+            "cinetron_api_video_store_errors",
+            "video-store operations that failed (put: the job FAILED; delete: an orphan object)",
+            ["op"],
+            registry=r,
+        )
+        self.jobs_expired = Counter(
+            "cinetron_api_jobs_expired", "finished jobs deleted by the retention TTL", registry=r
+        )
+
     def serve(self, port: int, host: str) -> None:
         start_http_server(port, addr=host, registry=self.registry)

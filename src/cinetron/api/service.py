@@ -187,12 +187,16 @@ class VideoService(pb_grpc.VideoServiceServicer):
 
     @_rpc
     async def SubmitJob(self, request: pb.SubmitJobRequest, call: _Call) -> pb.SubmitJobResponse:
-        job, replayed = self.jobs.submit(request.request, request.idempotency_key, call.request_id)
+        # Job calls run in a thread: the job store may be a database across the network.
+        job, replayed = await asyncio.to_thread(
+            self.jobs.submit, request.request, request.idempotency_key, call.request_id
+        )
         return pb.SubmitJobResponse(job=job, replayed=replayed)
 
     @_rpc
     async def GetJob(self, request: pb.GetJobRequest, call: _Call) -> pb.GetJobResponse:
-        return pb.GetJobResponse(job=self.jobs.get(request.job_id, request.include_video))
+        job = await asyncio.to_thread(self.jobs.get, request.job_id, request.include_video)
+        return pb.GetJobResponse(job=job)
 
     @_stream
     async def WatchJob(
@@ -203,11 +207,17 @@ class VideoService(pb_grpc.VideoServiceServicer):
 
     @_rpc
     async def CancelJob(self, request: pb.CancelJobRequest, call: _Call) -> pb.CancelJobResponse:
-        return pb.CancelJobResponse(job=self.jobs.cancel(request.job_id))
+        return pb.CancelJobResponse(job=await asyncio.to_thread(self.jobs.cancel, request.job_id))
+
+    @_rpc
+    async def DeleteJob(self, request: pb.DeleteJobRequest, call: _Call) -> pb.DeleteJobResponse:
+        return pb.DeleteJobResponse(job=await asyncio.to_thread(self.jobs.delete, request.job_id))
 
     @_rpc
     async def ListJobs(self, request: pb.ListJobsRequest, call: _Call) -> pb.ListJobsResponse:
-        jobs, token = self.jobs.list(request.page_size, request.page_token, request.state)
+        jobs, token = await asyncio.to_thread(
+            self.jobs.list, request.page_size, request.page_token, request.state
+        )
         return pb.ListJobsResponse(jobs=jobs, next_page_token=token)
 
     @_rpc
