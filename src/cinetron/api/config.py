@@ -3,7 +3,8 @@
 The environment names are a contract with ``deploy/`` (Kubernetes manifests):
 CINETRON_API_ADDRESS, CINETRON_TRITON_URL, CINETRON_DATA_DIR, CINETRON_AUTH_TOKENS_FILE,
 CINETRON_TLS_CERT, CINETRON_TLS_KEY, CINETRON_METRICS_PORT, CINETRON_MAX_QUEUE,
-CINETRON_MAX_CONCURRENCY. CINETRON_AUTH_TOKENS (comma-separated) is an optional extra.
+CINETRON_MAX_CONCURRENCY, CINETRON_HTTP_ADDRESS. CINETRON_AUTH_TOKENS (comma-separated) is
+an optional extra.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ DEFAULT_MAX_SEND_BYTES = 64 << 20  # a completed event carries the whole MP4
 @dataclass(frozen=True)
 class ServerConfig:
     address: str = "127.0.0.1:50051"
+    # The HTTP side (OpenAI-compatible /v1/videos and the web preview page); "" = off.
+    http_address: str = "127.0.0.1:8080"
     triton_url: str = "127.0.0.1:8001"
     local: str | None = None  # "torch" | "onnx": run the networks in-process, no Triton
     model_repository: Path = Path("model_repository")  # for --local onnx
@@ -49,6 +52,14 @@ class ServerConfig:
         host = self.address.rsplit(":", 1)[0]
         return host.strip("[]") or "0.0.0.0"
 
+    @property
+    def http_host_port(self) -> tuple[str, int] | None:
+        """``(host, port)`` the HTTP side binds, or ``None`` when it is off."""
+        if not self.http_address:
+            return None
+        host, _, port = self.http_address.rpartition(":")
+        return host.strip("[]") or "0.0.0.0", int(port)
+
 
 def _int(name: str, text: str, lo: int, hi: int) -> int:
     try:
@@ -58,6 +69,20 @@ def _int(name: str, text: str, lo: int, hi: int) -> int:
     if not lo <= value <= hi:
         raise SystemExit(f"{name} must be between {lo} and {hi}, got {value}")
     return value
+
+
+def _http_address(text: str) -> str:
+    """``host:port`` (port 0 = any free port), or "" for off (given as ``0`` or empty)."""
+    text = text.strip()
+    if text in ("", "0"):
+        return ""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise SystemExit(
+            f"--http-address must be HOST:PORT (e.g. 127.0.0.1:8080), or 0 / empty to turn "
+            f"the HTTP API off, got {text!r}"
+        )
+    return text
 
 
 def parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
@@ -72,6 +97,12 @@ def parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
         "--address",
         default=env.get("CINETRON_API_ADDRESS", d.address),
         help="host:port to listen on [CINETRON_API_ADDRESS, %(default)s]",
+    )
+    g(
+        "--http-address",
+        default=env.get("CINETRON_HTTP_ADDRESS", d.http_address),
+        help="host:port of the HTTP API (/v1/videos) and the web preview page; 0 or empty "
+        "turns it off [CINETRON_HTTP_ADDRESS, %(default)s]",
     )
     g(
         "--triton-url",
@@ -152,6 +183,7 @@ def from_args(argv: list[str] | None = None, env: Mapping[str, str] | None = Non
     tokens = tuple(t.strip() for t in env.get("CINETRON_AUTH_TOKENS", "").split(",") if t.strip())
     return ServerConfig(
         address=a.address,
+        http_address=_http_address(a.http_address),
         triton_url=a.triton_url,
         local=a.local,
         model_repository=a.model_repository,

@@ -140,6 +140,21 @@ class JobStore:
         sql = "SELECT * FROM jobs" + (" WHERE " + " AND ".join(where) if where else "")
         return self._exec(sql + " ORDER BY seq DESC LIMIT ?", (*args, size + 1)).fetchall()
 
+    def page_after(self, size: int, after_seq: int | None, ascending: bool) -> list[sqlite3.Row]:
+        """Up to ``size + 1`` rows after ``after_seq`` in creation order or newest first."""
+        op, order = (">", "ASC") if ascending else ("<", "DESC")
+        where, args = ("", ()) if after_seq is None else (f" WHERE seq {op} ?", (after_seq,))
+        sql = f"SELECT * FROM jobs{where} ORDER BY seq {order} LIMIT ?"
+        return self._exec(sql, (*args, size + 1)).fetchall()
+
+    def delete(self, job_id: str) -> None:
+        """The row first, then the file: a crash in between leaves an orphan file, never a
+        SUCCEEDED row without its video."""
+        row = self.row(job_id)
+        self._exec("DELETE FROM jobs WHERE job_id = ?", (job_id,))
+        if row is not None and row["video_path"]:
+            Path(row["video_path"]).unlink(missing_ok=True)
+
     @staticmethod
     def request_of(row: sqlite3.Row) -> pb.GenerateRequest:
         msg = pb.GenerateRequest.FromString(row["request"])
@@ -158,6 +173,7 @@ class JobStore:
                 step=row["step"], total=row["total"], elapsed_seconds=row["elapsed"]
             ),
             attempts=row["attempts"],
+            seed=row["seed"],
         )
         if row["result"] is not None:
             job.result.CopyFrom(pb.Completed.FromString(row["result"]))
@@ -232,6 +248,18 @@ class JobManager:
                 self._end(job_id, S.JOB_STATE_CANCELLED, "CANCELLED", "cancelled by CancelJob")
         return self.get(job_id)
 
+    def list_after(self, after: str, limit: int, ascending: bool) -> tuple[list[pb.Job], bool]:
+        """Up to ``limit`` jobs after the job ``after`` (empty: from the first), oldest first
+        when ``ascending`` else newest first, and whether more follow (cursor paging by id)."""
+        after_seq = None
+        if after:
+            row = self.store.row(after)
+            if row is None:
+                raise not_found(after)
+            after_seq = row["seq"]
+        rows = self.store.page_after(limit, after_seq, ascending)
+        return [self.store.to_message(r) for r in rows[:limit]], len(rows) > limit
+
     def list(self, size: int, token: str, state: int) -> tuple[list[pb.Job], str]:
         size = convert.page_size(size)
         if state not in S.values():  # proto3 enums are open: an unknown number arrives as is
@@ -258,6 +286,21 @@ class JobManager:
             rows = rows[:size]
             nxt = base64.urlsafe_b64encode(str(rows[-1]["seq"]).encode()).decode()
         return [self.store.to_message(r) for r in rows], nxt
+
+    def delete(self, job_id: str) -> None:
+        """Forget a finished job and its video. An unfinished job must be cancelled first,
+        so a running generation never writes a video for a row that is gone."""
+        row = self.store.row(job_id)
+        if row is None:
+            raise not_found(job_id)
+        if row["state"] in UNFINISHED:
+            raise ApiError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"job {job_id} is {S.Name(row['state'])[10:]}; cancel it first and delete "
+                "it once it has ended",
+            )
+        self.store.delete(job_id)
+        log("job_deleted", job_id=job_id)
 
     async def watch(self, job_id: str) -> AsyncIterator[pb.GenerateEvent]:
         announced = False

@@ -47,6 +47,12 @@ class Metrics:
         self.rejected = Counter(
             "cinetron_api_rejected", "requests refused because the queue was full", registry=r
         )
+        self.http_requests = Counter(
+            "cinetron_api_http_requests",
+            "HTTP requests (/v1/videos, the preview page) by route and status",
+            ["route", "status"],
+            registry=r,
+        )
 
     def serve(self, port: int, host: str) -> None:
         start_http_server(port, addr=host, registry=self.registry)
