@@ -72,7 +72,7 @@ def _route_label(path: str) -> str:
     """A bounded label for the metrics: the route, never the raw path (ids, junk)."""
     if path.startswith("/v1/videos/"):
         rest = path[len("/v1/videos/") :].split("/")
-        return "/v1/videos/{id}" + ("/" + rest[1] if len(rest) > 1 and rest[1] else "")
+        return "/v1/videos/:id" + ("/" + rest[1] if len(rest) > 1 and rest[1] else "")
     if path in ("/", "/v1/videos", "/v1/models", "/healthz", "/readyz"):
         return path
     if path.startswith("/static/"):
