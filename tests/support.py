@@ -44,11 +44,12 @@ class ApiProcess:
         metrics: bool = True,
         log_level: str = "info",
         http: bool = True,
+        http_port: int | None = None,  # e.g. the port of the process this one replaces
     ) -> None:
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.metrics_port = free_port() if metrics else 0
-        self.http_port = free_port() if http else 0
+        self.http_port = (http_port or free_port()) if http else 0
         self.http_url = f"http://127.0.0.1:{self.http_port}" if http else ""
         self.data_dir = data_dir
         self.log = log
