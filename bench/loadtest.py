@@ -1,8 +1,11 @@
-"""``python -m bench loadtest``: Locust against the gRPC API — ramp, steady state, report.
+"""``python -m bench loadtest``: Locust against the API — ramp, steady state, report.
 
-Without ``--address`` it starts Triton on ``--repo`` and the API server in front of it
-(both on free loopback ports) and stops them afterwards; with ``--address`` it drives
-an API that is already running (e.g. a ``kubectl port-forward``). The target must be a
+``--protocol grpc`` (default) streams ``Generate``; ``--protocol http`` is an OpenAI-style
+client of ``/v1/videos`` (create, poll every ``--poll-ms`` or as ``openai-poll-after-ms``
+says, download). Without ``--address`` it starts Triton on ``--repo`` and the API server
+in front of it (both on free loopback ports) and stops them afterwards; with ``--address``
+it drives an API that is already running (e.g. a ``kubectl port-forward``): its gRPC
+``host:port``, or its HTTP ``host:port`` with ``--protocol http``. The target must be a
 loopback address: this tool never loads a machine over the network. The run is bounded
 by time (ramp + steady state, then at most ``--timeout-s`` for calls in flight) and by
 ``--max-requests``.
@@ -10,8 +13,8 @@ by time (ramp + steady state, then at most ``--timeout-s`` for calls in flight) 
 The bearer token, when the API has auth on, comes from ``--token-file`` (first line) or
 ``CINETRON_API_TOKEN``; it is passed to Locust through the environment, never argv.
 
-Writes ``bench/results/loadtest.json`` (plus Locust's CSV stats beside it) and prints
-throughput, latency and errors for the ramp and the steady state.
+Writes ``bench/results/loadtest.json`` (``loadtest_http.json`` over HTTP; plus Locust's CSV
+stats beside it) and prints throughput, latency and errors for the ramp and the steady state.
 """
 
 from __future__ import annotations
@@ -34,7 +37,9 @@ from bench.throughput import percentiles
 
 BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results" / "loadtest.json"
+HTTP_RESULTS = BENCH / "results" / "loadtest_http.json"
 LOCUSTFILE = BENCH / "locustfile.py"
+USER_CLASS = {"grpc": "GenerateUser", "http": "VideosHttpUser"}
 
 
 def check_loopback(address: str) -> None:
@@ -64,6 +69,35 @@ def read_token(args: argparse.Namespace) -> str:
     return os.environ.get("CINETRON_API_TOKEN", "")
 
 
+def _auth_hint(address: str, token: str) -> str:
+    return (
+        f"the API at {address} has auth on and refused "
+        f"{'the token given' if token else 'a call without a token'}: pass "
+        "API_TOKEN_FILE=<file with the token> to make (--token-file), or set "
+        "CINETRON_API_TOKEN"
+    )
+
+
+def preflight_http(address: str, token: str) -> None:
+    """One ``GET /v1/models``, so a wrong address or a missing token fails in a second."""
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(f"http://{address}/v1/models")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        urllib.request.urlopen(request, timeout=10).close()
+    except urllib.error.HTTPError as e:
+        if e.code == 401:
+            raise SystemExit(_auth_hint(address, token)) from None
+        raise SystemExit(
+            f"the HTTP API at {address} answers {e.code}: {e.read()[:300]!r}"
+        ) from None
+    except OSError as e:
+        raise SystemExit(f"the HTTP API at {address} does not answer: {e}") from None
+
+
 def preflight(address: str, token: str) -> None:
     """One ``GetInfo`` call, so a wrong address or a missing token fails in a second."""
     import grpc
@@ -77,12 +111,7 @@ def preflight(address: str, token: str) -> None:
                                                       timeout=10)  # fmt: skip
         except grpc.RpcError as e:
             if e.code() == grpc.StatusCode.UNAUTHENTICATED:
-                raise SystemExit(
-                    f"the API at {address} has auth on and refused "
-                    f"{'the token given' if token else 'a call without a token'}: pass "
-                    "API_TOKEN_FILE=<file with the token> to make (--token-file), or set "
-                    "CINETRON_API_TOKEN"
-                ) from None
+                raise SystemExit(_auth_hint(address, token)) from None
             raise SystemExit(f"the API at {address} does not answer: {e.code().name} "
                              f"{e.details()}") from None  # fmt: skip
 
@@ -102,12 +131,14 @@ def target(args: argparse.Namespace) -> Iterator[str]:
             server.grpc_url, max_concurrency=args.users, max_queue=max(16, 2 * args.users)
         ) as api,
     ):
-        print(f"started tritonserver {server.grpc_url} and serve-api {api.address} "
+        address = api.address if args.protocol == "grpc" else api.http_url.split("://", 1)[1]
+        print(f"started tritonserver {server.grpc_url} and serve-api {address} "
               f"(max concurrency {args.users})", file=sys.stderr)  # fmt: skip
-        yield api.address
+        yield address
 
 
 def run_locust(args: argparse.Namespace, address: str, token: str, report: Path) -> int:
+    """Locust headless against ``address`` with ``args``' settings; its exit status."""
     env = {
         **os.environ,
         "CINETRON_LOADTEST_USERS": str(args.users),
@@ -116,14 +147,16 @@ def run_locust(args: argparse.Namespace, address: str, token: str, report: Path)
         "CINETRON_LOADTEST_MAX_REQUESTS": str(args.max_requests),
         "CINETRON_LOADTEST_STEPS": str(args.steps),
         "CINETRON_LOADTEST_TIMEOUT_S": str(args.timeout_s),
+        "CINETRON_LOADTEST_POLL_MS": str(args.poll_ms),
         "CINETRON_LOADTEST_REPORT": str(report),
         "CINETRON_API_TOKEN": token,
     }
     csv = args.out.with_suffix("")  # Locust adds _stats.csv, _failures.csv, ...
+    host = address if args.protocol == "grpc" else f"http://{address}"
     cmd = [
-        sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--only-summary",
-        "--host", address, "--csv", str(csv), "--stop-timeout", str(int(args.timeout_s)),
-        "--loglevel", "WARNING",
+        sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), USER_CLASS[args.protocol],
+        "--headless", "--only-summary", "--host", host, "--csv", str(csv),
+        "--stop-timeout", str(int(args.timeout_s)), "--loglevel", "WARNING",
     ]  # fmt: skip
     bound = args.ramp_s + args.steady_s + args.timeout_s + 60  # a hard stop, whatever happens
     try:
@@ -159,7 +192,8 @@ def phase_summary(records: list[dict[str, Any]], start: float, end: float) -> di
 def table(report: dict[str, Any]) -> str:
     s = report["settings"]
     lines = [
-        f"load test of {s['host']}: ramp 1→{s['users']} callers over {s['ramp_s']:.0f} s, "
+        f"load test of {s['host']} ({s.get('protocol', 'grpc')}): ramp 1→{s['users']} callers "
+        f"over {s['ramp_s']:.0f} s, "
         f"steady {s['steady_s']:.0f} s, {s['steps']} steps per video, at most "
         f"{s['max_requests']} calls ({report['calls_started']} started, stopped by "
         f"{report['stopped_by']})",
@@ -180,11 +214,16 @@ def table(report: dict[str, Any]) -> str:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench loadtest", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("--protocol", choices=("grpc", "http"), default="grpc",
+                   help="gRPC Generate streams, or OpenAI's /v1/videos over HTTP")  # fmt: skip
     p.add_argument(
         "--address",
         default=os.environ.get("API_ADDRESS") or None,
-        help="a running API (loopback host:port); default: start Triton + API here",
+        help="a running API (loopback host:port: gRPC, or HTTP with --protocol http); "
+        "default: start Triton + API here",
     )
+    p.add_argument("--poll-ms", type=float, default=0.0,
+                   help="HTTP: ms between polls; 0 = as openai-poll-after-ms says")  # fmt: skip
     p.add_argument("--token-file", type=Path, default=None, help="bearer token file (auth on)")
     p.add_argument("--repo", type=Path, default=Path("model_repository"), help="exported repo")
     p.add_argument("--users", type=int, default=8, help="concurrent callers at steady state")
@@ -193,7 +232,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-requests", type=int, default=400, help="calls started, at most")
     p.add_argument("--steps", type=int, default=20, help="denoising steps per video")
     p.add_argument("--timeout-s", type=float, default=120.0, help="deadline of one call")
-    p.add_argument("--out", type=Path, default=RESULTS, help="JSON report path")
+    p.add_argument("--out", type=Path, default=None,
+                   help=f"JSON report [{RESULTS.name}; {HTTP_RESULTS.name} over HTTP]")  # fmt: skip
     return p
 
 
@@ -202,11 +242,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.users < 1 or args.max_requests < 1 or args.ramp_s < 0 or args.steady_s <= 0:
         raise SystemExit("--users and --max-requests must be ≥ 1, --ramp-s ≥ 0, --steady-s > 0")
     token = read_token(args)
+    if args.out is None:
+        args.out = RESULTS if args.protocol == "grpc" else HTTP_RESULTS
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="cinetron-loadtest-") as tmp:
         raw = Path(tmp) / "report.json"
         with target(args) as address:
-            preflight(address, token)
+            (preflight if args.protocol == "grpc" else preflight_http)(address, token)
             code = run_locust(args, address, token, raw)
         if not raw.exists():
             print(f"locust exited with code {code} and wrote no report", file=sys.stderr)

@@ -1,4 +1,6 @@
-"""Locust load test of the ``cinetron.v1`` gRPC API: a custom gRPC user, a ramp, a steady state.
+"""Locust load test of the API: a custom gRPC user (``GenerateUser``, streams ``Generate``) or
+an HTTP user (``VideosHttpUser``, OpenAI's ``/v1/videos``: create, poll, download), a ramp,
+a steady state.
 
 Run it through ``python -m bench loadtest`` / ``make loadtest`` (they start the servers when
 no address is given, check the address is loopback and read the report back). Settings
@@ -13,13 +15,17 @@ come from the environment, so the same file works under ``locust -f`` too:
 | ``CINETRON_LOADTEST_STEPS`` | denoising steps per video | 20 |
 | ``CINETRON_LOADTEST_TIMEOUT_S`` | deadline of one ``Generate`` call | 120 |
 | ``CINETRON_LOADTEST_REPORT`` | where to write the JSON report | loadtest-report.json |
+| ``CINETRON_LOADTEST_POLL_MS`` | HTTP: ms between polls; 0: ``openai-poll-after-ms`` | 0 |
 | ``CINETRON_API_TOKEN`` | bearer token, when the API has auth on | (none) |
 
-Each caller streams ``Generate`` with a fresh prompt and seed and waits for the video
-(no think time: a closed loop). Locust records one ``Generate`` sample per call (its
-latency, the MP4 size, a failure named after the gRPC status code) and one
-``first progress`` sample (time to the first Progress event). The JSON report splits
-completions into the ramp and the steady state and gives throughput and errors for each.
+Each gRPC caller streams ``Generate`` with a fresh prompt and seed and waits for the
+video (no think time: a closed loop); an HTTP caller does what an OpenAI client does:
+``POST /v1/videos`` (multipart), ``GET /v1/videos/{id}`` until it is completed, then
+``GET /v1/videos/{id}/content``. Locust records one sample per call (its latency, the MP4
+size, a failure named after the gRPC status code or the HTTP error code) and one
+``first progress`` sample (the first Progress event; over HTTP the first poll that saw a
+step done). The JSON report splits completions into the ramp and the steady state and
+gives throughput and errors for each.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import grpc  # noqa: E402
-from locust import LoadTestShape, User, constant, events, task  # noqa: E402
+from locust import HttpUser, LoadTestShape, User, constant, events, task  # noqa: E402
 
 from bench.loadtest import phase_summary  # noqa: E402
 from bench.throughput import workload_prompts  # noqa: E402
@@ -54,6 +60,7 @@ STEADY_S = _setting("STEADY_S", 60)
 MAX_REQUESTS = int(_setting("MAX_REQUESTS", 400))
 STEPS = int(_setting("STEPS", 20))
 TIMEOUT_S = _setting("TIMEOUT_S", 120)
+POLL_MS = _setting("POLL_MS", 0)
 REPORT = Path(os.environ.get("CINETRON_LOADTEST_REPORT", "loadtest-report.json"))
 TOKEN = os.environ.get("CINETRON_API_TOKEN", "")
 
@@ -72,6 +79,32 @@ class RpcFailure(Exception):
         self.code = code
 
 
+def _next_call() -> int | None:
+    """The number of the next call, or ``None`` once the request budget is spent."""
+    global _issued
+    if _issued >= MAX_REQUESTS:  # the budget is spent; the shape ends the test
+        time.sleep(0.5)
+        return None
+    n, _issued = _issued, _issued + 1
+    return n
+
+
+def _record(latency: float, first: float | None, code: str) -> None:
+    RECORDS.append({
+        "end_s": time.monotonic() - _started_at,
+        "latency_s": latency,
+        "first_progress_s": first,
+        "code": code,
+    })  # fmt: skip
+
+
+def _http_code(response: Any) -> str:
+    try:
+        return f"HTTP_{response.status_code}_{response.json()['error']['code']}"
+    except Exception:
+        return f"HTTP_{response.status_code}"
+
+
 class GenerateUser(User):
     """One caller: stream ``Generate`` and wait for the video, again and again."""
 
@@ -88,11 +121,9 @@ class GenerateUser(User):
 
     @task
     def generate(self) -> None:
-        global _issued
-        if _issued >= MAX_REQUESTS:  # the budget is spent; the shape ends the test
-            time.sleep(0.5)
+        n = _next_call()
+        if n is None:
             return
-        n, _issued = _issued, _issued + 1
         request = pb.GenerateRequest(prompt=PROMPTS[n % len(PROMPTS)], seed=n, steps=STEPS)
         metadata = [*self.metadata, ("x-request-id", f"loadtest-{n}")]
         start = time.perf_counter()
@@ -116,12 +147,68 @@ class GenerateUser(User):
         if first is not None:
             fire(request_type="grpc", name="Generate: first progress", response_time=first * 1e3,
                  response_length=0, exception=None, context={})  # fmt: skip
-        RECORDS.append({
-            "end_s": time.monotonic() - _started_at,
-            "latency_s": latency,
-            "first_progress_s": first,
-            "code": "OK" if error is None else error.code,
-        })  # fmt: skip
+        _record(latency, first, "OK" if error is None else error.code)
+
+
+class VideosHttpUser(HttpUser):
+    """One OpenAI-style caller: create a video, poll it until done, download the MP4."""
+
+    wait_time = constant(0)
+
+    def on_start(self) -> None:
+        if TOKEN:
+            self.client.headers["Authorization"] = f"Bearer {TOKEN}"
+
+    @task
+    def video(self) -> None:
+        n = _next_call()
+        if n is None:
+            return
+        form = {"prompt": PROMPTS[n % len(PROMPTS)], "seed": str(n), "steps": str(STEPS)}
+        start = time.perf_counter()
+        first: float | None = None
+        size, code = 0, "OK"
+        headers = {"x-request-id": f"loadtest-http-{n}"}
+        try:
+            created = self.client.post(
+                "/v1/videos", files={k: (None, v) for k, v in form.items()}, headers=headers,
+                name="POST /v1/videos", timeout=TIMEOUT_S,
+            )  # fmt: skip
+            if created.status_code != 200:
+                raise RpcFailure(_http_code(created), created.text[:200])
+            video = created.json()
+            while video["status"] in ("queued", "in_progress"):
+                if time.perf_counter() - start > TIMEOUT_S:
+                    raise RpcFailure("TIMEOUT", f"not done after {TIMEOUT_S:.0f} s")
+                wait_ms = POLL_MS or float(created.headers.get("openai-poll-after-ms", 1000))
+                time.sleep(wait_ms / 1000)
+                created = self.client.get(f"/v1/videos/{video['id']}", name="GET /v1/videos/:id")
+                if created.status_code != 200:
+                    raise RpcFailure(_http_code(created), created.text[:200])
+                video = created.json()
+                if first is None and video.get("step", 0) > 0:
+                    first = time.perf_counter() - start
+            if video["status"] != "completed":
+                raise RpcFailure(str(video["error"]["code"]).upper(), video["error"]["message"])
+            content = self.client.get(
+                f"/v1/videos/{video['id']}/content", name="GET /v1/videos/:id/content"
+            )
+            if content.status_code != 200:
+                raise RpcFailure(_http_code(content), content.text[:200])
+            size = len(content.content)
+            error: Exception | None = None
+        except RpcFailure as e:
+            error, code = e, e.code
+        except Exception as e:  # a connection error: named by its type
+            error, code = e, type(e).__name__
+        latency = time.perf_counter() - start
+        fire = self.environment.events.request.fire
+        fire(request_type="http", name="video (create, poll, content)", context={},
+             response_time=latency * 1e3, response_length=size, exception=error)  # fmt: skip
+        if first is not None:
+            fire(request_type="http", name="video: first progress", response_time=first * 1e3,
+                 response_length=0, exception=None, context={})  # fmt: skip
+        _record(latency, first, code)
 
 
 class RampThenSteady(LoadTestShape):
@@ -162,6 +249,8 @@ def _on_quit(environment: Any, **_: Any) -> None:
             "timeout_s": TIMEOUT_S,
             "host": environment.host,
             "auth": bool(TOKEN),
+            "protocol": "http" if environment.host.startswith("http") else "grpc",
+            "poll_ms": POLL_MS or "openai-poll-after-ms",
         },
         "calls_started": _issued,
         "stopped_by": "request budget" if _issued >= MAX_REQUESTS else "time",

@@ -12,7 +12,8 @@ SUITES: dict[str, tuple[str, str]] = {
     "throughput": ("bench.throughput", "videos/min at concurrency 1-8, four ways"),
     "flops": ("bench.flops", "denoiser FLOPs per step and the matmul peak"),
     "sweep": ("bench.sweep", "serving knobs and their measured effect"),
-    "loadtest": ("bench.loadtest", "Locust load test of the gRPC API"),
+    "loadtest": ("bench.loadtest", "Locust load test of the API (gRPC or HTTP)"),
+    "nvidia": ("bench.nvidia", "perf_analyzer + aiperf beside Locust, one workload"),
     "gpu": ("bench.gpu", "denoiser batch scaling and step batching, in-process torch"),
     "report": ("bench.report", "the README's Performance tables from bench/results"),
 }
