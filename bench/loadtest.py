@@ -39,7 +39,7 @@ BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results" / "loadtest.json"
 HTTP_RESULTS = BENCH / "results" / "loadtest_http.json"
 LOCUSTFILE = BENCH / "locustfile.py"
-USER_CLASS = {"grpc": "GenerateUser", "http": "VideosHttpUser"}
+USER_CLASS = {"grpc": "GenerateUser", "grpc-jobs": "JobsUser", "http": "VideosHttpUser"}
 
 
 def check_loopback(address: str) -> None:
@@ -131,7 +131,7 @@ def target(args: argparse.Namespace) -> Iterator[str]:
             server.grpc_url, max_concurrency=args.users, max_queue=max(16, 2 * args.users)
         ) as api,
     ):
-        address = api.address if args.protocol == "grpc" else api.http_url.split("://", 1)[1]
+        address = api.http_url.split("://", 1)[1] if args.protocol == "http" else api.address
         print(f"started tritonserver {server.grpc_url} and serve-api {address} "
               f"(max concurrency {args.users})", file=sys.stderr)  # fmt: skip
         yield address
@@ -148,11 +148,12 @@ def run_locust(args: argparse.Namespace, address: str, token: str, report: Path)
         "CINETRON_LOADTEST_STEPS": str(args.steps),
         "CINETRON_LOADTEST_TIMEOUT_S": str(args.timeout_s),
         "CINETRON_LOADTEST_POLL_MS": str(args.poll_ms),
+        "CINETRON_LOADTEST_PROTOCOL": args.protocol,
         "CINETRON_LOADTEST_REPORT": str(report),
         "CINETRON_API_TOKEN": token,
     }
     csv = args.out.with_suffix("")  # Locust adds _stats.csv, _failures.csv, ...
-    host = address if args.protocol == "grpc" else f"http://{address}"
+    host = f"http://{address}" if args.protocol == "http" else address
     cmd = [
         sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), USER_CLASS[args.protocol],
         "--headless", "--only-summary", "--host", host, "--csv", str(csv),
@@ -214,8 +215,8 @@ def table(report: dict[str, Any]) -> str:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench loadtest", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("--protocol", choices=("grpc", "http"), default="grpc",
-                   help="gRPC Generate streams, or OpenAI's /v1/videos over HTTP")  # fmt: skip
+    p.add_argument("--protocol", choices=tuple(USER_CLASS), default="grpc",
+                   help="gRPC Generate streams, gRPC jobs, or /v1/videos over HTTP")  # fmt: skip
     p.add_argument(
         "--address",
         default=os.environ.get("API_ADDRESS") or None,
@@ -243,12 +244,12 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("--users and --max-requests must be ≥ 1, --ramp-s ≥ 0, --steady-s > 0")
     token = read_token(args)
     if args.out is None:
-        args.out = RESULTS if args.protocol == "grpc" else HTTP_RESULTS
+        args.out = HTTP_RESULTS if args.protocol == "http" else RESULTS
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="cinetron-loadtest-") as tmp:
         raw = Path(tmp) / "report.json"
         with target(args) as address:
-            (preflight if args.protocol == "grpc" else preflight_http)(address, token)
+            (preflight_http if args.protocol == "http" else preflight)(address, token)
             code = run_locust(args, address, token, raw)
         if not raw.exists():
             print(f"locust exited with code {code} and wrote no report", file=sys.stderr)

@@ -1,6 +1,7 @@
 """Locust load test of the API: a custom gRPC user (``GenerateUser``, streams ``Generate``) or
-an HTTP user (``VideosHttpUser``, OpenAI's ``/v1/videos``: create, poll, download), a ramp,
-a steady state.
+an HTTP user (``VideosHttpUser``, OpenAI's ``/v1/videos``: create, poll, download), or a
+gRPC jobs user (``JobsUser``: SubmitJob, WatchJob, GetJob; the HTTP user's path through the
+job store, without HTTP), a ramp, a steady state.
 
 Run it through ``python -m bench loadtest`` / ``make loadtest`` (they start the servers when
 no address is given, check the address is loopback and read the report back). Settings
@@ -105,9 +106,10 @@ def _http_code(response: Any) -> str:
         return f"HTTP_{response.status_code}"
 
 
-class GenerateUser(User):
-    """One caller: stream ``Generate`` and wait for the video, again and again."""
+class _GrpcUser(User):
+    """A gRPC caller's channel, stub and credentials (abstract: Locust runs its subclasses)."""
 
+    abstract = True
     wait_time = constant(0)
 
     def on_start(self) -> None:
@@ -118,6 +120,10 @@ class GenerateUser(User):
 
     def on_stop(self) -> None:
         self.channel.close()
+
+
+class GenerateUser(_GrpcUser):
+    """One caller: stream ``Generate`` and wait for the video, again and again."""
 
     @task
     def generate(self) -> None:
@@ -146,6 +152,49 @@ class GenerateUser(User):
              response_length=size, exception=error, context={})  # fmt: skip
         if first is not None:
             fire(request_type="grpc", name="Generate: first progress", response_time=first * 1e3,
+                 response_length=0, exception=None, context={})  # fmt: skip
+        _record(latency, first, "OK" if error is None else error.code)
+
+
+class JobsUser(_GrpcUser):
+    """One caller of persistent jobs: ``SubmitJob``, then ``WatchJob`` until it ends, then
+    ``GetJob`` with the video: the HTTP user's path through the job store, over gRPC."""
+
+    @task
+    def generate(self) -> None:
+        n = _next_call()
+        if n is None:
+            return
+        request = pb.GenerateRequest(prompt=PROMPTS[n % len(PROMPTS)], seed=n, steps=STEPS)
+        metadata = [*self.metadata, ("x-request-id", f"loadtest-job-{n}")]
+        start = time.perf_counter()
+        first: float | None = None
+        size, error = 0, None
+        try:
+            job = self.stub.SubmitJob(
+                pb.SubmitJobRequest(request=request), metadata=metadata, timeout=TIMEOUT_S
+            ).job
+            watch = pb.WatchJobRequest(job_id=job.job_id)
+            for event in self.stub.WatchJob(watch, metadata=metadata, timeout=TIMEOUT_S):
+                kind = event.WhichOneof("event")
+                if kind == "progress" and first is None:
+                    first = time.perf_counter() - start
+                elif kind == "job_ended":
+                    raise RpcFailure(event.job_ended.code, event.job_ended.reason)
+            got = pb.GetJobRequest(job_id=job.job_id, include_video=True)
+            size = len(self.stub.GetJob(got, metadata=metadata, timeout=TIMEOUT_S).job.result.video)
+            if size == 0:
+                error = RpcFailure("NO_VIDEO", "the job ended without a video")
+        except grpc.RpcError as e:
+            error = RpcFailure(e.code().name, e.details() or "")
+        except RpcFailure as e:
+            error = e
+        latency = time.perf_counter() - start
+        fire = self.environment.events.request.fire
+        fire(request_type="grpc", name="SubmitJob + WatchJob + GetJob", context={},
+             response_time=latency * 1e3, response_length=size, exception=error)  # fmt: skip
+        if first is not None:
+            fire(request_type="grpc", name="job: first progress", response_time=first * 1e3,
                  response_length=0, exception=None, context={})  # fmt: skip
         _record(latency, first, "OK" if error is None else error.code)
 
@@ -249,7 +298,7 @@ def _on_quit(environment: Any, **_: Any) -> None:
             "timeout_s": TIMEOUT_S,
             "host": environment.host,
             "auth": bool(TOKEN),
-            "protocol": "http" if environment.host.startswith("http") else "grpc",
+            "protocol": os.environ.get("CINETRON_LOADTEST_PROTOCOL", "grpc"),
             "poll_ms": POLL_MS or "openai-poll-after-ms",
         },
         "calls_started": _issued,

@@ -13,7 +13,8 @@ ports, stopped at the end); then, one after the other:
    ``--steps`` steps, each created (multipart), polled every 100 ms (aiperf's
    ``AIPERF_HTTP_VIDEO_POLL_INTERVAL``) and downloaded.
 3. **Locust, the same workload**: the OpenAI-style HTTP user polling every 100 ms like
-   aiperf, then the gRPC user streaming ``Generate`` (no polling).
+   aiperf; the gRPC jobs user (``SubmitJob``, ``WatchJob``, ``GetJob``: the same job-store
+   path without HTTP); the gRPC user streaming ``Generate`` (no job store, no polling).
 
 For every client run the API's own ``cinetron_api_generation_seconds`` (admission → MP4
 stored) is read before and after, so each tool's latency can be set against what the
@@ -30,6 +31,7 @@ import json
 import os
 import resource
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -134,11 +136,16 @@ def perf_analyzer_point(
         "--max-trials", "8", "--input-data", str(input_json), "-f", str(csv_path), "--verbose-csv",
     ]  # fmt: skip
     env = {**os.environ, "LD_LIBRARY_PATH": str(cuda_runtime_libs(binary))}
+    load0 = os.getloadavg()[0]
     before = Snapshot.take(triton.metrics_url, triton.grpc_url)
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     after = Snapshot.take(triton.metrics_url, triton.grpc_url)
     (out_dir / f"perf_analyzer_c{concurrency}.log").write_text(done.stdout + done.stderr)
-    row: dict[str, Any] = {"concurrency": concurrency, "command": shlex.join(cmd)}
+    row: dict[str, Any] = {
+        "concurrency": concurrency,
+        "command": shlex.join(cmd),
+        "load_average": [load0, os.getloadavg()[0]],
+    }
     if done.returncode != 0 or not csv_path.exists():
         tail = (done.stdout + done.stderr).strip().splitlines()[-3:]
         row["error"] = f"perf_analyzer exited {done.returncode}: {' | '.join(tail)}"
@@ -182,6 +189,7 @@ def run_aiperf(
     binary: Path, http_url: str, model: str, args: argparse.Namespace, out_dir: Path
 ) -> dict[str, Any]:
     artifacts = out_dir / "aiperf"
+    shutil.rmtree(artifacts, ignore_errors=True)  # a run's artifacts, not a mix of runs
     cmd = [
         str(binary), "profile", "--model", model, "--url", http_url,
         "--endpoint-type", "video_generation", "--concurrency", str(args.users),
@@ -220,7 +228,7 @@ def run_locust(
 ) -> dict[str, Any]:
     from bench.loadtest import main as loadtest_main
 
-    report = out_dir / f"locust_{protocol}.json"
+    report = out_dir / f"locust_{protocol.replace('-', '_')}.json"
     argv = [
         "--protocol", protocol, "--address", address, "--users", str(args.users),
         "--ramp-s", "0", "--steady-s", str(args.timeout_s), "--max-requests", str(args.requests),
@@ -278,8 +286,10 @@ def with_server_view(run: Any, metrics_port: int) -> dict[str, Any]:
     (on 2 cores a load tool's own processes take CPU from the server they measure)."""
     s0, n0 = generation_seconds(metrics_port)
     cpu0 = children_cpu_s()
+    load0 = os.getloadavg()[0]
     result: dict[str, Any] = run()
     result["client_cpu_s"] = children_cpu_s() - cpu0
+    result["load_average"] = [load0, os.getloadavg()[0]]  # the VM is shared: how busy it was
     s1, n1 = generation_seconds(metrics_port)
     if n1 > n0:
         result["server_generation_s_mean"] = (s1 - s0) / (n1 - n0)
@@ -289,6 +299,13 @@ def with_server_view(run: Any, metrics_port: int) -> dict[str, Any]:
 
 
 # -- report ---------------------------------------------------------------------------------
+
+TOOLS = (
+    ("aiperf", "aiperf video_generation"),
+    ("locust_http", "Locust HTTP (poll 100 ms)"),
+    ("locust_grpc_jobs", "Locust gRPC jobs"),
+    ("locust_grpc", "Locust gRPC (stream)"),
+)
 
 
 def table(report: dict[str, Any]) -> str:
@@ -315,13 +332,9 @@ def table(report: dict[str, Any]) -> str:
         f"the same workload end to end: {w['requests']} videos of {w['steps']} steps, "
         f"{w['users']} concurrent callers",
         f"{'tool':<28}{'videos':>7}{'errors':>7}{'vid/min':>9}{'p50 s':>7}{'p95 s':>7}"
-        f"{'p99 s':>7}{'server s':>9}{'client CPU s/video':>20}",
+        f"{'p99 s':>7}{'server s':>9}{'client CPU s/video':>20}{'load':>12}",
     ]
-    for key, name in (
-        ("aiperf", "aiperf video_generation"),
-        ("locust_http", "Locust HTTP (poll 100 ms)"),
-        ("locust_grpc", "Locust gRPC (stream)"),
-    ):
+    for key, name in TOOLS:
         r = report[key]
         if "error" in r:
             lines.append(f"{name:<28}  {r['error']}")
@@ -332,9 +345,11 @@ def table(report: dict[str, Any]) -> str:
             f"{lat['p50']:>7.2f}{lat['p95']:>7.2f}{lat['p99']:>7.2f}"
             f"{r.get('server_generation_s_mean', float('nan')):>9.2f}"
             f"{r.get('client_cpu_s_per_video', float('nan')):>20.3f}"
+            f"{'{:.1f}→{:.1f}'.format(*r.get('load_average', [0, 0])):>12}"
         )
     lines.append("server s: mean admission → MP4 stored, from the API's own histogram")
     lines.append("client CPU: the tool's processes, user + system, per video served")
+    lines.append("load: the machine's 1-minute load average before → after (2 cores, shared)")
     return "\n".join(lines)
 
 
@@ -382,6 +397,7 @@ def main(argv: list[str] | None = None) -> int:
         "perf_analyzer": [],
         "aiperf": {"error": "skipped"},
         "locust_http": {"error": "skipped"},
+        "locust_grpc_jobs": {"error": "skipped"},
         "locust_grpc": {"error": "skipped"},
     }
     started = time.monotonic()
@@ -412,6 +428,9 @@ def main(argv: list[str] | None = None) -> int:
             http = api.http_url.split("://", 1)[1]
             report["locust_http"] = with_server_view(
                 lambda: run_locust("http", http, args, raw), api.metrics_port
+            )
+            report["locust_grpc_jobs"] = with_server_view(
+                lambda: run_locust("grpc-jobs", api.address, args, raw), api.metrics_port
             )
             report["locust_grpc"] = with_server_view(
                 lambda: run_locust("grpc", api.address, args, raw), api.metrics_port

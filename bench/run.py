@@ -14,6 +14,7 @@ SUITES: dict[str, tuple[str, str]] = {
     "sweep": ("bench.sweep", "serving knobs and their measured effect"),
     "loadtest": ("bench.loadtest", "Locust load test of the API (gRPC or HTTP)"),
     "nvidia": ("bench.nvidia", "perf_analyzer + aiperf beside Locust, one workload"),
+    "screenshot": ("bench.screenshot", "the web preview page's picture in docs/"),
     "gpu": ("bench.gpu", "denoiser batch scaling and step batching, in-process torch"),
     "report": ("bench.report", "the README's Performance tables from bench/results"),
 }
