@@ -348,7 +348,8 @@ document.addEventListener("DOMContentLoaded", () => {
   $("refresh").addEventListener("click", () => loadHistory(true));
   $("more").addEventListener("click", () => loadHistory(false));
   $("cancel-current").addEventListener("click", () => state.current && cancel(state.current.id));
-  $("save-token").addEventListener("click", () => {
+  $("auth-form").addEventListener("submit", (event) => {
+    event.preventDefault();
     sessionStorage.setItem("cinetron-token", $("token").value.trim());
     $("auth").hidden = true;
     start();
