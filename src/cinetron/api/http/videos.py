@@ -252,8 +252,10 @@ class VideosApi:
             finally:
                 queue.put_nowait(None)
 
-        task = asyncio.get_running_loop().create_task(pump())
-        closing = asyncio.get_running_loop().create_task(self.closing.wait())
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(pump())
+        closing = loop.create_task(self.closing.wait())
+        getter: asyncio.Future[pb.GenerateEvent | None] | None = None
         try:
             while True:
                 getter = asyncio.ensure_future(queue.get())
@@ -286,7 +288,9 @@ class VideosApi:
                 else:  # completed or job_ended: the pump's None follows
                     continue
                 yield _sse(obj)
-        finally:
+        finally:  # also when the caller hangs up: nothing of this stream is left behind
+            if getter is not None:
+                getter.cancel()
             closing.cancel()
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
