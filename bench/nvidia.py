@@ -63,6 +63,12 @@ _PA_LATENCY = {
 }
 
 
+def children_cpu_s() -> float:
+    """CPU seconds of every finished child process (and the children they waited for)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 # -- perf_analyzer --------------------------------------------------------------------------
 
 
@@ -138,13 +144,18 @@ def perf_analyzer_point(
     env = {**os.environ, "LD_LIBRARY_PATH": str(cuda_runtime_libs(binary))}
     load0 = os.getloadavg()[0]
     before = Snapshot.take(triton.metrics_url, triton.grpc_url)
+    cpu0 = children_cpu_s()
+    started = time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    wall = time.perf_counter() - started
+    client_cores = (children_cpu_s() - cpu0) / wall  # perf_analyzer's own share of the CPUs
     after = Snapshot.take(triton.metrics_url, triton.grpc_url)
     (out_dir / f"perf_analyzer_c{concurrency}.log").write_text(done.stdout + done.stderr)
     row: dict[str, Any] = {
         "concurrency": concurrency,
         "command": shlex.join(cmd),
         "load_average": [load0, os.getloadavg()[0]],
+        "client_cores": client_cores,
     }
     if done.returncode != 0 or not csv_path.exists():
         tail = (done.stdout + done.stderr).strip().splitlines()[-3:]
@@ -273,12 +284,6 @@ def generation_seconds(metrics_port: int) -> tuple[float, float]:
     return values["cinetron_api_generation_seconds_sum"], values[
         "cinetron_api_generation_seconds_count"
     ]
-
-
-def children_cpu_s() -> float:
-    """CPU seconds of every finished child process (and the children they waited for)."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
 
 
 def with_server_view(run: Any, metrics_port: int) -> dict[str, Any]:

@@ -209,8 +209,8 @@ def nvidia_md(r: dict[str, Any]) -> str:
         "Triton's batch size from its own statistics.",
         "",
         "| c | infer/s | steps/s | p50 ms | p90 ms | p95 ms | p99 ms | Triton queue ms "
-        "| Triton avg batch | denoiser bound, videos/min | load |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| Triton avg batch | denoiser bound, videos/min | perf_analyzer's CPU (cores) | load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in r["perf_analyzer"]:
         if "error" in row:
@@ -222,7 +222,7 @@ def nvidia_md(r: dict[str, Any]) -> str:
             f"| {row['p50_ms']:.2f} | {row['p90_ms']:.2f} | {row['p95_ms']:.2f} "
             f"| {row['p99_ms']:.2f} | {t['queue_ms_per_request']:.2f} | {t['avg_batch_size']:.2f} "
             f"| {60 * row['steps_per_s'] / w['steps']:.0f} "
-            f"| {load[0]:.1f}→{load[1]:.1f} |"
+            f"| {row.get('client_cores', float('nan')):.2f} | {load[0]:.1f}→{load[1]:.1f} |"
         )
     out += [
         "",
