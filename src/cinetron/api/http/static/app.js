@@ -123,8 +123,13 @@ async function submit(event) {
 
 // -- the current video: live progress over server-sent events, else polling -------------
 
+const finished = (video) => video.status === "completed" || video.status === "failed";
+
 function render(video) {
   if (!state.current || state.current.id !== video.id) return;
+  // Answers can arrive out of order (a cancel's reply, taken while the job still ran,
+  // after the event stream's final object): a finished video never goes back to running.
+  if (finished(state.current) && !finished(video) && state.current !== video) return;
   state.current = video;
   $("current").hidden = false;
   $("current-title").textContent = video.prompt;
