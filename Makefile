@@ -6,6 +6,15 @@ PYTHON ?= python3.11
 VENV := .venv
 CHECKOV_VENV := .venv-checkov
 CHECKOV_PIN := checkov==3.3.30
+# NVIDIA's load tools, each in a venv of its own (make loadtest only). perf_analyzer is the
+# binary inside the tritonclient 2.50.0 wheel (later wheels need glibc 2.38); it links the
+# CUDA runtime (from nvidia-cuda-runtime-cu12; no GPU is used) and Debian's libb64.
+PERF_VENV := .venv-perf-analyzer
+PERF_PINS := tritonclient==2.50.0 nvidia-cuda-runtime-cu12==12.9.79
+AIPERF_VENV := .venv-aiperf
+AIPERF_PIN := aiperf==0.13.0
+# The web preview test drives Debian's chromium (Playwright's own browser download is blocked).
+CHROMIUM := /usr/bin/chromium
 PY := $(VENV)/bin/python
 CINETRON := $(VENV)/bin/cinetron
 TORCH_PIN := torch==2.13.0+cpu
@@ -14,7 +23,7 @@ PROMPT ?= a red circle moving to the left on a black background
 SEED ?= 0
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: help install train export serve demo test test-slow lint bench loadtest serve-api deploy-check reliability clean storyboard-demo
+.PHONY: help install train export serve demo test test-slow lint bench loadtest serve-api deploy-check reliability clean storyboard-demo browser
 
 help:
 	@echo "make demo         install, export, start Triton, generate outputs/demo.mp4 from PROMPT"
@@ -25,8 +34,9 @@ help:
 	@echo "make serve        run tritonserver on the repository (127.0.0.1:8000/8001/8002; TRITON_*_PORT=)"
 	@echo "make lint         ruff + import-linter (layers) + mypy (everything) + proto lint"
 	@echo "make bench        latency, throughput at concurrency 1-8, FLOPs vs peak, knob sweep (~15 min)"
-	@echo "make loadtest     Locust against the gRPC API (API_ADDRESS=host:port, else starts its own)"
-	@echo "make serve-api    the public gRPC API on 127.0.0.1:50051 (needs \`make serve\`, or API_FLAGS=\"--local torch\")"
+	@echo "make loadtest     Locust (gRPC), then perf_analyzer + aiperf beside Locust on one workload"
+	@echo "make serve-api    the API: gRPC on 127.0.0.1:50051, HTTP + web preview on http://127.0.0.1:8080/"
+	@echo "                  (needs \`make serve\`, or API_FLAGS=\"--local torch\")"
 	@echo "make reliability  bad input, faults, overload, security; table in outputs/reliability.json"
 	@echo "make deploy-check render + validate + lint the Kubernetes deploy (DEPLOY_DIR=deploy)"
 	@echo "make storyboard-demo  60 s 4-shot storyboard through Triton → outputs/storyboard.mp4, judged per shot"
@@ -90,7 +100,10 @@ demo: $(REPO)/cinetron.json
 	echo "tritonserver ready at $$url"; \
 	$(CINETRON) generate "$(PROMPT)" --seed $(SEED) --url $$url --out $(DEMO_OUT) \
 		--gif $(DEMO_OUT:.mp4=.gif) --judge && \
-	echo "video: $(abspath $(DEMO_OUT))"
+	echo "video: $(abspath $(DEMO_OUT))" && \
+	echo "web preview: a page to type prompts and watch videos being made is served by the API:" && \
+	echo "  make serve       (Triton, one terminal)" && \
+	echo "  make serve-api   (the API, another), then open http://127.0.0.1:8080/ in a browser"
 
 # Everything measured in one run on this machine, each step writing bench/results/<name>.json:
 # latency per transport at concurrency 1 (1 thread per call as exported, then 2 threads
@@ -113,13 +126,34 @@ bench: $(REPO)/cinetron.json
 # Locust against the gRPC API: ramp, steady state, bounded in time and calls, loopback only.
 # Starts Triton + the API itself unless API_ADDRESS=host:port names a running API (e.g. a
 # kubectl port-forward); API_TOKEN_FILE=<file> when that API has auth on. Writes
-# bench/results/loadtest.json and Locust's CSV stats beside it.
+# bench/results/loadtest.json and Locust's CSV stats beside it. Then (servers of its own)
+# NVIDIA's tools beside Locust on one workload: perf_analyzer on the denoiser at
+# concurrency 1-8, aiperf's video_generation and Locust over /v1/videos, Locust over gRPC
+# (bench/results/nvidia.json; docs/performance.md). About 6 minutes on 2 cores.
 API_ADDRESS ?=
 API_TOKEN_FILE ?=
 LOADTEST_FLAGS ?=
-loadtest: $(if $(API_ADDRESS),$(VENV)/.installed,$(REPO)/cinetron.json)
+NVIDIA_FLAGS ?=
+loadtest: $(if $(API_ADDRESS),$(VENV)/.installed,$(REPO)/cinetron.json $(PERF_VENV)/.installed $(AIPERF_VENV)/.installed)
 	$(PY) -m bench loadtest --repo $(REPO) $(if $(API_ADDRESS),--address $(API_ADDRESS)) \
 		$(if $(API_TOKEN_FILE),--token-file $(API_TOKEN_FILE)) $(LOADTEST_FLAGS)
+	$(if $(API_ADDRESS),@echo "API_ADDRESS is set: perf_analyzer and aiperf skipped (they start their own servers)", \
+		$(PY) -m bench nvidia --repo $(REPO) --perf-analyzer $(PERF_VENV)/bin/perf_analyzer \
+			--aiperf $(AIPERF_VENV)/bin/aiperf $(NVIDIA_FLAGS))
+
+$(PERF_VENV)/.installed:
+	@dpkg -s libb64-0d >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq libb64-0d; \
+		else echo "perf_analyzer needs Debian's libb64-0d: sudo apt-get install -y libb64-0d"; exit 1; fi; }
+	test -x $(PERF_VENV)/bin/python || $(PYTHON) -m venv $(PERF_VENV)
+	$(PERF_VENV)/bin/pip install -q $(PERF_PINS)
+	touch $@
+
+# aiperf pins much of its own stack (about 1.2 GB): a venv of its own.
+$(AIPERF_VENV)/.installed:
+	test -x $(AIPERF_VENV)/bin/python || $(PYTHON) -m venv $(AIPERF_VENV)
+	$(AIPERF_VENV)/bin/pip install -q $(AIPERF_PIN)
+	touch $@
 
 lint: install
 	$(VENV)/bin/ruff check .
@@ -128,14 +162,24 @@ lint: install
 	$(VENV)/bin/mypy src bench tests
 	$(PY) proto/lint.py
 
-# The public gRPC API (cinetron.v1) in front of Triton at CINETRON_TRITON_URL (default
-# 127.0.0.1:8001, i.e. `make serve`); settings come from CINETRON_* or API_FLAGS.
+# The public API in front of Triton at CINETRON_TRITON_URL (default 127.0.0.1:8001, i.e.
+# `make serve`): gRPC (cinetron.v1) on 127.0.0.1:50051 and HTTP (OpenAI's /v1/videos and the
+# web preview page) on http://127.0.0.1:8080/; settings come from CINETRON_* or API_FLAGS.
 API_FLAGS ?=
 serve-api: install
 	$(CINETRON) serve-api $(API_FLAGS)
 
-test: install
+test: install browser
 	$(VENV)/bin/pytest -m "not slow" -q
+
+# Debian's chromium for tests/test_web_preview.py, installed when missing (as root); the
+# test fails with this hint when it is still missing.
+browser:
+	@test -x $(CHROMIUM) || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "installing Debian's chromium for the web preview test"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+		else echo "chromium is missing: sudo apt-get install -y chromium (tests/test_web_preview.py)"; fi; }
 
 test-slow: install
 	$(VENV)/bin/pytest -m slow -q

@@ -1,8 +1,11 @@
-"""``python -m bench loadtest``: Locust against the gRPC API — ramp, steady state, report.
+"""``python -m bench loadtest``: Locust against the API — ramp, steady state, report.
 
-Without ``--address`` it starts Triton on ``--repo`` and the API server in front of it
-(both on free loopback ports) and stops them afterwards; with ``--address`` it drives
-an API that is already running (e.g. a ``kubectl port-forward``). The target must be a
+``--protocol grpc`` (default) streams ``Generate``; ``--protocol http`` is an OpenAI-style
+client of ``/v1/videos`` (create, poll every ``--poll-ms`` or as ``openai-poll-after-ms``
+says, download). Without ``--address`` it starts Triton on ``--repo`` and the API server
+in front of it (both on free loopback ports) and stops them afterwards; with ``--address``
+it drives an API that is already running (e.g. a ``kubectl port-forward``): its gRPC
+``host:port``, or its HTTP ``host:port`` with ``--protocol http``. The target must be a
 loopback address: this tool never loads a machine over the network. The run is bounded
 by time (ramp + steady state, then at most ``--timeout-s`` for calls in flight) and by
 ``--max-requests``.
@@ -10,8 +13,8 @@ by time (ramp + steady state, then at most ``--timeout-s`` for calls in flight) 
 The bearer token, when the API has auth on, comes from ``--token-file`` (first line) or
 ``CINETRON_API_TOKEN``; it is passed to Locust through the environment, never argv.
 
-Writes ``bench/results/loadtest.json`` (plus Locust's CSV stats beside it) and prints
-throughput, latency and errors for the ramp and the steady state.
+Writes ``bench/results/loadtest.json`` (``loadtest_http.json`` over HTTP; plus Locust's CSV
+stats beside it) and prints throughput, latency and errors for the ramp and the steady state.
 
 Scale-out (docs/scale-out.md): ``--replicas N`` starts N API replicas in front of the one
 Triton, sharing a PostgreSQL server and the S3 emulator (``--store shared``, the default
@@ -43,7 +46,9 @@ from bench.throughput import percentiles
 
 BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results" / "loadtest.json"
+HTTP_RESULTS = BENCH / "results" / "loadtest_http.json"
 LOCUSTFILE = BENCH / "locustfile.py"
+USER_CLASS = {"grpc": "GenerateUser", "grpc-jobs": "JobsUser", "http": "VideosHttpUser"}
 
 
 def check_loopback(address: str) -> None:
@@ -73,6 +78,35 @@ def read_token(args: argparse.Namespace) -> str:
     return os.environ.get("CINETRON_API_TOKEN", "")
 
 
+def _auth_hint(address: str, token: str) -> str:
+    return (
+        f"the API at {address} has auth on and refused "
+        f"{'the token given' if token else 'a call without a token'}: pass "
+        "API_TOKEN_FILE=<file with the token> to make (--token-file), or set "
+        "CINETRON_API_TOKEN"
+    )
+
+
+def preflight_http(address: str, token: str) -> None:
+    """One ``GET /v1/models``, so a wrong address or a missing token fails in a second."""
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(f"http://{address}/v1/models")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        urllib.request.urlopen(request, timeout=10).close()
+    except urllib.error.HTTPError as e:
+        if e.code == 401:
+            raise SystemExit(_auth_hint(address, token)) from None
+        raise SystemExit(
+            f"the HTTP API at {address} answers {e.code}: {e.read()[:300]!r}"
+        ) from None
+    except OSError as e:
+        raise SystemExit(f"the HTTP API at {address} does not answer: {e}") from None
+
+
 def preflight(address: str, token: str) -> None:
     """One ``GetInfo`` call, so a wrong address or a missing token fails in a second."""
     import grpc
@@ -86,12 +120,7 @@ def preflight(address: str, token: str) -> None:
                                                       timeout=10)  # fmt: skip
         except grpc.RpcError as e:
             if e.code() == grpc.StatusCode.UNAUTHENTICATED:
-                raise SystemExit(
-                    f"the API at {address} has auth on and refused "
-                    f"{'the token given' if token else 'a call without a token'}: pass "
-                    "API_TOKEN_FILE=<file with the token> to make (--token-file), or set "
-                    "CINETRON_API_TOKEN"
-                ) from None
+                raise SystemExit(_auth_hint(address, token)) from None
             raise SystemExit(f"the API at {address} does not answer: {e.code().name} "
                              f"{e.details()}") from None  # fmt: skip
 
@@ -174,9 +203,10 @@ def target(args: argparse.Namespace) -> Iterator[tuple[str, dict[str, list[int]]
                 server.grpc_url, max_concurrency=args.users, max_queue=max(16, 2 * args.users)
             ) as api,
         ):
-            print(f"started tritonserver {server.grpc_url} and serve-api {api.address} "
+            address = api.http_url.split("://", 1)[1] if args.protocol == "http" else api.address
+            print(f"started tritonserver {server.grpc_url} and serve-api {address} "
                   f"(max concurrency {args.users})", file=sys.stderr)  # fmt: skip
-            yield api.address, {"triton": [server.pid], "api": [api.pid]}
+            yield address, {"triton": [server.pid], "api": [api.pid]}
         return
     from bench.servers import shared_stores
 
@@ -214,13 +244,15 @@ def run_locust(
         "CINETRON_LOADTEST_TIMEOUT_S": str(args.timeout_s),
         "CINETRON_LOADTEST_REPORT": str(report),
         "CINETRON_API_TOKEN": token,
-        "CINETRON_LOADTEST_MODE": args.mode,
+        "CINETRON_LOADTEST_POLL_MS": str(args.poll_ms),
+        "CINETRON_LOADTEST_PROTOCOL": args.protocol,
     }
     csv = args.out.with_suffix("")  # Locust adds _stats.csv, _failures.csv, ...
+    host = f"http://{address}" if args.protocol == "http" else address
     cmd = [
-        sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--only-summary",
-        "--host", address, "--csv", str(csv), "--stop-timeout", str(int(args.timeout_s)),
-        "--loglevel", "WARNING",
+        sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), USER_CLASS[args.protocol],
+        "--headless", "--only-summary", "--host", host, "--csv", str(csv),
+        "--stop-timeout", str(int(args.timeout_s)), "--loglevel", "WARNING",
     ]  # fmt: skip
     bound = args.ramp_s + args.steady_s + args.timeout_s + 60  # a hard stop, whatever happens
     try:
@@ -260,7 +292,7 @@ def phase_summary(records: list[dict[str, Any]], start: float, end: float) -> di
 def table(report: dict[str, Any]) -> str:
     s = report["settings"]
     lines = [
-        f"load test ({s.get('mode', 'generate')}, {report.get('replicas', 1)} replica(s)) of "
+        f"load test ({s.get('protocol', 'grpc')}, {report.get('replicas', 1)} replica(s)) of "
         f"{s['host']}: ramp 1→{s['users']} callers over {s['ramp_s']:.0f} s, "
         f"steady {s['steady_s']:.0f} s, {s['steps']} steps per video, at most "
         f"{s['max_requests']} calls ({report['calls_started']} started, stopped by "
@@ -292,8 +324,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--address",
         default=os.environ.get("API_ADDRESS") or None,
-        help="a running API (loopback host:port); default: start Triton + API here",
+        help="a running API (loopback host:port: gRPC, or HTTP with --protocol http); "
+        "default: start Triton + API here",
     )
+    p.add_argument("--protocol", choices=tuple(USER_CLASS), default="grpc",
+                   help="gRPC Generate streams, gRPC jobs, or /v1/videos over HTTP")  # fmt: skip
+    p.add_argument("--poll-ms", type=float, default=0.0,
+                   help="HTTP: ms between polls; 0 = as openai-poll-after-ms says")  # fmt: skip
     p.add_argument("--token-file", type=Path, default=None, help="bearer token file (auth on)")
     p.add_argument("--repo", type=Path, default=Path("model_repository"), help="exported repo")
     p.add_argument("--users", type=int, default=8, help="concurrent callers at steady state")
@@ -302,10 +339,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-requests", type=int, default=400, help="calls started, at most")
     p.add_argument("--steps", type=int, default=20, help="denoising steps per video")
     p.add_argument("--timeout-s", type=float, default=120.0, help="deadline of one call")
-    p.add_argument("--out", type=Path, default=RESULTS, help="JSON report path")
+    p.add_argument("--out", type=Path, default=None,
+                   help=f"JSON report [{RESULTS.name}; {HTTP_RESULTS.name} over HTTP]")  # fmt: skip
     p.add_argument("--replicas", type=int, default=1, help="API replicas to start (no --address)")
     p.add_argument("--mode", choices=["generate", "jobs"], default="generate",
-                   help="stream Generate, or SubmitJob + WatchJob")  # fmt: skip
+                   help="gRPC: stream Generate, or jobs (= --protocol grpc-jobs)")  # fmt: skip
     p.add_argument("--store", choices=["embedded", "shared"], default=None,
                    help="jobs in SQLite per replica, or PostgreSQL + the S3 emulator shared "
                    "(default: shared when --replicas > 1)")  # fmt: skip
@@ -321,13 +359,21 @@ def main(argv: list[str] | None = None) -> int:
     args.store = args.store or ("shared" if args.replicas > 1 else "embedded")
     if args.replicas > 1 and args.store == "embedded":
         raise SystemExit("several replicas need --store shared (SQLite is one process's)")
+    if args.mode == "jobs":
+        if args.protocol == "http":
+            raise SystemExit("--mode jobs is a gRPC mode; HTTP always goes through the job store")
+        args.protocol = "grpc-jobs"
+    if args.out is None:
+        args.out = HTTP_RESULTS if args.protocol == "http" else RESULTS
+    if args.protocol == "http" and args.replicas > 1:
+        raise SystemExit("--protocol http drives one replica; use the gRPC modes for several")
     token = read_token(args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="cinetron-loadtest-") as tmp:
         raw = Path(tmp) / "report.json"
         with target(args) as (address, groups):
             for one in address.split(","):
-                preflight(one, token)
+                (preflight_http if args.protocol == "http" else preflight)(one, token)
             meter = CpuMeter(groups) if groups else None
             code = run_locust(args, address, token, raw, meter)
             cpu = meter.stop() if meter is not None else None

@@ -199,6 +199,57 @@ def loadtest_md(r: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def nvidia_md(r: dict[str, Any]) -> str:
+    from bench.nvidia import TOOLS
+
+    w = r["workload"]
+    out = [
+        f"perf_analyzer on the served `denoiser` alone: batch {w['perf_analyzer_batch']} per "
+        f"request (one CFG step), {w['perf_analyzer_interval_ms']} ms windows; "
+        "Triton's batch size from its own statistics.",
+        "",
+        "| c | infer/s | steps/s | p50 ms | p90 ms | p95 ms | p99 ms | Triton queue ms "
+        "| Triton avg batch | denoiser bound, videos/min | perf_analyzer's CPU (cores) | load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in r["perf_analyzer"]:
+        if "error" in row:
+            out.append(f"| {row['concurrency']} | {row['error']} |||||||||")
+            continue
+        t, load = row["triton"], row.get("load_average", [float("nan")] * 2)
+        out.append(
+            f"| {row['concurrency']} | {row['infer_per_s']:.1f} | {row['steps_per_s']:.1f} "
+            f"| {row['p50_ms']:.2f} | {row['p90_ms']:.2f} | {row['p95_ms']:.2f} "
+            f"| {row['p99_ms']:.2f} | {t['queue_ms_per_request']:.2f} | {t['avg_batch_size']:.2f} "
+            f"| {60 * row['steps_per_s'] / w['steps']:.0f} "
+            f"| {row.get('client_cores', float('nan')):.2f} | {load[0]:.1f}→{load[1]:.1f} |"
+        )
+    out += [
+        "",
+        f"End to end, the same workload for every tool: {w['requests']} videos of {w['steps']} "
+        f"steps ({w['clip']}), {w['users']} concurrent callers, one API process "
+        f"(max concurrency {w['users']}) and one tritonserver.",
+        "",
+        "| tool | videos | errors | videos/min | p50 s | p95 s | p99 s | server s "
+        "| client CPU s/video | load |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for key, name in TOOLS:
+        t = r.get(key, {"error": "not run"})
+        if "error" in t:
+            out.append(f"| {name} | {t['error']} |||||||||")
+            continue
+        lat = t["latency_s"]
+        load = t.get("load_average", [float("nan")] * 2)
+        out.append(
+            f"| {name} | {t['requests']} | {t['errors']} | {t['videos_per_min']:.1f} "
+            f"| {lat['p50']:.2f} | {lat['p95']:.2f} | {lat['p99']:.2f} "
+            f"| {t.get('server_generation_s_mean', float('nan')):.2f} "
+            f"| {t.get('client_cpu_s_per_video', float('nan')):.3f} | {load[0]:.1f}→{load[1]:.1f} |"
+        )
+    return "\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench report", description=__doc__)
     p.add_argument("--results", type=Path, default=RESULTS, help="folder of the JSON results")
@@ -219,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         ("Throughput (`python -m bench throughput`)", "throughput.json", throughput_md),
         ("Serving knobs (`python -m bench sweep`)", "sweep.json", sweep_md),
         ("Load test (`make loadtest`)", "loadtest.json", loadtest_md),
+        ("NVIDIA's tools beside Locust (`python -m bench nvidia`)", "nvidia.json", nvidia_md),
         ("GPU (`python -m bench gpu`)", "gpu.json", gpu_md),
     )
     found = False

@@ -157,12 +157,14 @@ def triton(
 
 
 @contextmanager
-def api_server(triton_url: str, max_concurrency: int, max_queue: int = 64) -> Iterator[ApiProcess]:
-    """The API server in front of ``triton_url``, SERVING, stopped on exit."""
+def api_server(
+    triton_url: str, max_concurrency: int, max_queue: int = 64, metrics: bool = False
+) -> Iterator[ApiProcess]:
+    """The API server (gRPC and HTTP) in front of ``triton_url``, SERVING, stopped on exit."""
     with tempfile.TemporaryDirectory(prefix="cinetron-api-") as tmp:
         args = ("--triton-url", triton_url, "--max-concurrency", str(max_concurrency),
                 "--max-queue", str(max_queue))  # fmt: skip
-        api = ApiProcess(Path(tmp) / "data", Path(tmp) / "serve-api.log", args, metrics=False,
+        api = ApiProcess(Path(tmp) / "data", Path(tmp) / "serve-api.log", args, metrics=metrics,
                          log_level="warning")  # fmt: skip
         try:
             api.wait_serving()

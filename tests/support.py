@@ -31,7 +31,9 @@ __all__ = ["SERVING", "ApiProcess", "free_port"]
 
 
 class ApiProcess:
-    """``python -m cinetron serve-api`` on a free loopback port, its log in a file."""
+    """``python -m cinetron serve-api`` on free loopback ports (gRPC, HTTP unless ``http`` is
+    off, metrics), its log in a file. ``http_url`` is the HTTP side's base
+    (``http://127.0.0.1:PORT``; the OpenAI SDK's ``base_url`` is ``http_url + "/v1"``)."""
 
     def __init__(
         self,
@@ -41,13 +43,19 @@ class ApiProcess:
         env: dict[str, str] | None = None,
         metrics: bool = True,
         log_level: str = "info",
+        http: bool = True,
+        http_port: int | None = None,  # e.g. the port of the process this one replaces
     ) -> None:
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.metrics_port = free_port() if metrics else 0
+        self.http_port = (http_port or free_port()) if http else 0
+        self.http_url = f"http://127.0.0.1:{self.http_port}" if http else ""
         self.data_dir = data_dir
         self.log = log
+        http_address = f"127.0.0.1:{self.http_port}" if http else "0"
         cmd = [sys.executable, "-m", "cinetron", "serve-api", "--address", self.address,
+               "--http-address", http_address,
                "--data-dir", str(data_dir), "--metrics-port", str(self.metrics_port),
                "--shutdown-grace", "2", "--log-level", log_level, *args]  # fmt: skip
         inherited = {k: v for k, v in os.environ.items() if not k.startswith("CINETRON_")}
@@ -78,17 +86,27 @@ class ApiProcess:
         return int(reply.status)
 
     def wait_serving(self, timeout: float = 120.0) -> float:
-        """Until health says SERVING; returns the seconds it took."""
+        """Until health says SERVING (and the HTTP side answers); returns the seconds it took."""
         start = time.monotonic()
         while time.monotonic() - start < timeout:
             assert self.proc.poll() is None, f"serve-api exited:\n{self.log_tail()}"
             try:
-                if self.health() == SERVING:
+                if self.health() == SERVING and self.http_ready():
                     return time.monotonic() - start
             except grpc.RpcError:
                 pass  # not listening yet
             time.sleep(0.2)
         raise AssertionError(f"serve-api not SERVING after {timeout}s:\n{self.log_tail()}")
+
+    def http_ready(self) -> bool:
+        """The HTTP side's /readyz says ready (True when the HTTP side is off)."""
+        if not self.http_url:
+            return True
+        try:
+            with urllib.request.urlopen(f"{self.http_url}/readyz", timeout=2) as reply:
+                return bool(reply.status == 200)
+        except OSError:  # not listening yet, or 503 (urllib's HTTPError is an OSError)
+            return False
 
     def wait_not_serving(self, timeout: float = 30.0) -> float:
         start = time.monotonic()

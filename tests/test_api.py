@@ -111,7 +111,12 @@ def start_api(
     def start(ready: bool = True, **overrides: Any) -> RunningApi:  # ServerConfig fields, _backend
         transport, probe = overrides.pop("_backend", inference)
         config = replace(
-            ServerConfig(address="127.0.0.1:0", data_dir=tmp_path / "data", metrics_port=0),
+            ServerConfig(
+                address="127.0.0.1:0",
+                http_address="127.0.0.1:0",  # any free port: starts and stops with the server
+                data_dir=tmp_path / "data",
+                metrics_port=0,
+            ),
             **overrides,
         )
         api = RunningApi(config, transport, probe)

@@ -18,6 +18,7 @@ CONTRACT = {
     "CINETRON_METRICS_PORT": "9464",
     "CINETRON_MAX_QUEUE": "16",
     "CINETRON_MAX_CONCURRENCY": "4",
+    "CINETRON_HTTP_ADDRESS": "0.0.0.0:8080",
 }
 
 
@@ -25,6 +26,7 @@ def test_every_contract_variable_is_read():
     c = from_args([], CONTRACT)
     assert c == ServerConfig(
         address="0.0.0.0:50051",
+        http_address="0.0.0.0:8080",
         triton_url="cinetron-triton:8001",
         data_dir=Path("/var/lib/cinetron"),
         auth_tokens_file=Path("/etc/cinetron/auth/tokens"),
@@ -42,6 +44,19 @@ def test_defaults_listen_on_loopback_with_auth_and_tls_off():
     assert c.address == "127.0.0.1:50051" and c.triton_url == "127.0.0.1:8001"
     assert c.data_dir == Path(".cinetron-data") and not c.auth_enabled and c.tls_cert is None
     assert (c.metrics_port, c.max_queue, c.max_concurrency) == (9464, 16, 4)
+    assert c.http_address == "127.0.0.1:8080" and c.http_host_port == ("127.0.0.1", 8080)
+
+
+@pytest.mark.parametrize("off", ["0", "", " "])
+def test_http_address_zero_or_empty_turns_the_http_side_off(off):
+    c = from_args([], {"CINETRON_HTTP_ADDRESS": off})
+    assert c.http_address == "" and c.http_host_port is None
+    assert from_args(["--http-address", off], {}).http_host_port is None
+
+
+def test_http_address_flag_overrides_the_environment_and_takes_ipv6():
+    c = from_args(["--http-address", "[::1]:9090"], {"CINETRON_HTTP_ADDRESS": "0.0.0.0:8080"})
+    assert c.http_host_port == ("::1", 9090)
 
 
 def test_flags_override_the_environment():
@@ -57,6 +72,8 @@ def test_flags_override_the_environment():
         ({"CINETRON_MAX_QUEUE": "many"}, "--max-queue must be an integer"),
         ({"CINETRON_METRICS_PORT": "70000"}, "--metrics-port must be between 0 and 65535"),
         ({"CINETRON_TLS_CERT": "/a.crt"}, "TLS needs both"),
+        ({"CINETRON_HTTP_ADDRESS": "8080"}, "--http-address must be HOST:PORT"),
+        ({"CINETRON_HTTP_ADDRESS": "localhost:http"}, "--http-address must be HOST:PORT"),
     ],
 )
 def test_bad_settings_exit_with_a_message(env, message):

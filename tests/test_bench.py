@@ -19,6 +19,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from bench.flops import conv_flops, count_flops, gemm_flops, matmul_flops
 from bench.loadtest import check_loopback, phase_summary
 from bench.metrics import BatchStats, Snapshot, model_counters
+from bench.nvidia import denoiser_input, parse_aiperf, parse_perf_csv
 from bench.profile import available, py_spy, summarise
 from bench.servers import (
     FLOOR_MODEL,
@@ -319,3 +320,46 @@ def test_py_spy_is_found_beside_this_python_without_an_activated_venv(
     beside = Path(sys.executable).with_name("py-spy")
     assert py_spy() == (str(beside) if beside.exists() else None)
     assert available() == beside.exists()
+
+
+PERF_CSV = """Concurrency,Inferences/Second,Client Send,Network+Server Send/Recv,Server Queue,\
+Server Compute Input,Server Compute Infer,Server Compute Output,Client Recv,p50 latency,\
+p90 latency,p95 latency,p99 latency,Avg latency,request/response,response wait
+4,553.6,15,0,3420,43,6615,1650,3,12750,20720,27610,43850,14100,18,14000
+"""
+
+
+def test_perf_analyzer_csv_becomes_milliseconds_and_inferences() -> None:
+    row = parse_perf_csv(PERF_CSV.replace("\\\n", ""))
+    assert row["infer_per_s"] == pytest.approx(553.6)
+    assert (row["p50_ms"], row["p99_ms"], row["avg_ms"]) == pytest.approx((12.75, 43.85, 14.1))
+    assert row["server_queue_ms"] == pytest.approx(3.42)
+    with pytest.raises(ValueError, match="one perf_analyzer row"):
+        parse_perf_csv(PERF_CSV.replace("\\\n", "").splitlines()[0] + "\n")
+
+
+def test_aiperf_report_becomes_videos_per_minute_and_seconds() -> None:
+    report = {
+        "request_latency": {"unit": "ms", "avg": 394.4, "p50": 381.7, "p90": 549.6,
+                            "p95": 559.4, "p99": 567.2},
+        "request_throughput": {"unit": "requests/sec", "avg": 4.788},
+        "request_count": {"avg": 8},
+        "request_error_rate": {"avg": 12.5},
+        "benchmark_duration": {"avg": 1.41},
+    }  # fmt: skip
+    out = parse_aiperf(report)
+    assert out["videos_per_min"] == pytest.approx(287.28)
+    assert out["latency_s"]["p50"] == pytest.approx(0.3817) and out["errors"] == 1
+    assert (out["requests"], out["duration_s"]) == (8, 1.41)
+
+
+def test_perf_analyzer_input_matches_the_denoisers_served_inputs(tmp_path: Path) -> None:
+    repo = denoiser_config_dir(tmp_path)
+    manifest = ModelManifest.load(repo)
+    data = json.loads(denoiser_input(manifest, tmp_path / "in.json").read_text())["data"][0]
+    config = read_config(repo / "denoiser" / "config.pbtxt")
+    served = {i.name: list(i.dims) for i in config.input}
+    assert {name: d["shape"] for name, d in data.items()} == served
+    for name, d in data.items():
+        assert len(d["content"]) == int(np.prod(d["shape"])), name
+    assert set(data["text_mask"]["content"]) <= {0, 1} and data["text_mask"]["content"][0] == 1

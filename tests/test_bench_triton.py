@@ -75,6 +75,24 @@ def test_api_point_and_load_test_against_the_api(triton_server, tmp_path: Path) 
     assert "| total |" in table and "| 4 | 0 |" in table
 
 
+def test_load_test_over_http_creates_polls_and_downloads_like_an_openai_client(
+    triton_server, tmp_path: Path
+) -> None:
+    out = tmp_path / "loadtest_http.json"
+    with api_server(triton_server.grpc_url, max_concurrency=2) as api:
+        code = loadtest_main([
+            "--protocol", "http", "--address", api.http_url.split("://", 1)[1], "--users", "2",
+            "--ramp-s", "0", "--steady-s", "20", "--max-requests", "4", "--steps", str(STEPS),
+            "--poll-ms", "50", "--timeout-s", "60", "--out", str(out),
+        ])  # fmt: skip
+    report = json.loads(out.read_text())
+    assert code == 0 and report["settings"]["protocol"] == "http"
+    assert report["settings"]["poll_ms"] == 50
+    assert report["total"]["completed"] == 4 and report["total"]["errors"] == 0
+    stats = (tmp_path / "loadtest_http_stats.csv").read_text()
+    assert "GET /v1/videos/:id/content" in stats and "POST /v1/videos" in stats
+
+
 def test_denoiser_flops_scale_with_the_batch(model_repository: Path) -> None:
     path = model_repository / "denoiser" / "1" / "model.onnx"
     one, two = count_flops(path, batch=1), count_flops(path, batch=2)

@@ -207,6 +207,35 @@ def test_api_triton_url_is_the_triton_service_grpc_port(rendered):
     assert problems and "reaches Triton port 8002" in problems[0], problems
 
 
+def test_the_api_http_port_is_declared_exposed_and_admitted(rendered):
+    _, objects = rendered
+    env = wiring.container_env(objects, container(objects, "cinetron-api"))
+    assert env["CINETRON_HTTP_ADDRESS"] == "0.0.0.0:8080"
+    assert wiring.check_api_http_address(objects) == []
+
+    def with_address(value: str | None) -> list[str]:
+        broken = copy.deepcopy(objects)
+        configmap = next(
+            o
+            for o in wiring.of_kind(broken, "ConfigMap")
+            if "CINETRON_HTTP_ADDRESS" in o.get("data", {})
+        )
+        if value is None:
+            del configmap["data"]["CINETRON_HTTP_ADDRESS"]
+        else:
+            configmap["data"]["CINETRON_HTTP_ADDRESS"] = value
+        return wiring.check_api_http_address(broken)
+
+    assert with_address("0") == []  # off is fine
+    assert "is not a container port" in with_address("0.0.0.0:8081")[0]
+    assert "loopback inside the pod" in with_address("127.0.0.1:8080")[0]
+    assert "unset" in with_address(None)[0]
+    closed = copy.deepcopy(objects)
+    policy = get(closed, "NetworkPolicy", "cinetron-api")
+    policy["spec"]["ingress"][0]["ports"] = [{"port": "grpc", "protocol": "TCP"}]
+    assert any("no NetworkPolicy admits" in p for p in wiring.check_api_http_address(closed))
+
+
 def test_network_policies_let_only_the_api_reach_triton(rendered):
     _, objects = rendered
     assert wiring.check_network_policies(objects) == []

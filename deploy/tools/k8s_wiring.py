@@ -297,6 +297,50 @@ def check_api_triton_url(objects: list[K8sObject]) -> list[str]:
     ]
 
 
+def check_api_http_address(objects: list[K8sObject]) -> list[str]:
+    """The API's HTTP side (CINETRON_HTTP_ADDRESS) is off, or listens on all interfaces on a
+    port the container declares, a Service exposes and a NetworkPolicy admits callers to."""
+    api = named(objects, "Deployment", API_DEPLOYMENT)
+    if api is None:
+        return []
+    where = describe(api)
+    value = container_env(objects, containers(api)[0]).get("CINETRON_HTTP_ADDRESS")
+    if value is not None and value.strip() in ("", "0"):
+        return []  # turned off
+    if value is None:
+        return [
+            f"{where}: CINETRON_HTTP_ADDRESS is unset, so the HTTP API listens on "
+            "127.0.0.1:8080 inside the pod, where nothing can reach it; set 0.0.0.0:PORT or "
+            "0 (off)"
+        ]
+    host, _, port_text = value.rpartition(":")
+    if not port_text.isdigit():
+        return [f"{where}: CINETRON_HTTP_ADDRESS must be HOST:PORT or 0, got {value!r}"]
+    if host.strip("[]") in ("127.0.0.1", "localhost", "::1"):
+        return [f"{where}: CINETRON_HTTP_ADDRESS {value!r} is loopback inside the pod"]
+    port = int(port_text)
+    if workload_port(api, port) is None:
+        return [f"{where}: CINETRON_HTTP_ADDRESS port {port} is not a container port"]
+    problems = []
+    if not any(
+        workload_port(api, p.get("targetPort", p["port"])) == port
+        for service in of_kind(objects, "Service")
+        if selector_matches(service["spec"].get("selector"), pod_labels(api))
+        for p in service["spec"]["ports"]
+    ):
+        problems.append(f"{where}: no Service port targets the HTTP port {port}")
+    if not any(
+        workload_port(api, p["port"]) == port
+        for policy in of_kind(objects, "NetworkPolicy")
+        if policy["spec"]["podSelector"]
+        and selector_matches(policy["spec"]["podSelector"], pod_labels(api))
+        for rule in policy["spec"].get("ingress", [])
+        for p in rule.get("ports", [])
+    ):
+        problems.append(f"{where}: no NetworkPolicy admits callers to the HTTP port {port}")
+    return problems
+
+
 def _peers_select(objects: list[K8sObject], peers: list[dict[str, Any]]) -> Iterator[str]:
     """Names of the Deployments (same namespace) that podSelector-only peers select."""
     for peer in peers:
@@ -518,6 +562,7 @@ RULES: tuple[Callable[[list[K8sObject]], list[str]], ...] = (
     check_autoscalers,
     check_disruption_budgets,
     check_api_triton_url,
+    check_api_http_address,
     check_network_policies,
     check_service_monitors,
     check_references,

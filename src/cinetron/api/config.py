@@ -3,9 +3,9 @@
 The environment names are a contract with ``deploy/`` (Kubernetes manifests):
 CINETRON_API_ADDRESS, CINETRON_TRITON_URL, CINETRON_DATA_DIR, CINETRON_AUTH_TOKENS_FILE,
 CINETRON_TLS_CERT, CINETRON_TLS_KEY, CINETRON_METRICS_PORT, CINETRON_MAX_QUEUE,
-CINETRON_MAX_CONCURRENCY, and for scale-out (docs/scale-out.md) CINETRON_DATABASE_URL (or
-CINETRON_DATABASE_URL_FILE),
-CINETRON_VIDEO_URL, CINETRON_JOB_LEASE_SECONDS, CINETRON_MAX_QUEUED_JOBS, CINETRON_JOB_TTL,
+CINETRON_MAX_CONCURRENCY, CINETRON_HTTP_ADDRESS, and for scale-out (docs/scale-out.md)
+CINETRON_DATABASE_URL (or CINETRON_DATABASE_URL_FILE), CINETRON_VIDEO_URL,
+CINETRON_JOB_LEASE_SECONDS, CINETRON_MAX_QUEUED_JOBS, CINETRON_JOB_TTL,
 CINETRON_VIDEO_URL_TTL (S3 credentials: boto3's own AWS_* variables). CINETRON_AUTH_TOKENS
 (comma-separated) is an optional extra.
 """
@@ -25,6 +25,8 @@ DEFAULT_MAX_SEND_BYTES = 64 << 20  # a completed event carries the whole MP4
 @dataclass(frozen=True)
 class ServerConfig:
     address: str = "127.0.0.1:50051"
+    # The HTTP side (OpenAI-compatible /v1/videos and the web preview page); "" = off.
+    http_address: str = "127.0.0.1:8080"
     triton_url: str = "127.0.0.1:8001"
     local: str | None = None  # "torch" | "onnx": run the networks in-process, no Triton
     model_repository: Path = Path("model_repository")  # for --local onnx
@@ -61,6 +63,14 @@ class ServerConfig:
         host = self.address.rsplit(":", 1)[0]
         return host.strip("[]") or "0.0.0.0"
 
+    @property
+    def http_host_port(self) -> tuple[str, int] | None:
+        """``(host, port)`` the HTTP side binds, or ``None`` when it is off."""
+        if not self.http_address:
+            return None
+        host, _, port = self.http_address.rpartition(":")
+        return host.strip("[]") or "0.0.0.0", int(port)
+
 
 def _int(name: str, text: str, lo: int, hi: int) -> int:
     try:
@@ -90,6 +100,20 @@ def _duration(name: str, text: str, lo: float, hi: float) -> float:
     return value
 
 
+def _http_address(text: str) -> str:
+    """``host:port`` (port 0 = any free port), or "" for off (given as ``0`` or empty)."""
+    text = text.strip()
+    if text in ("", "0"):
+        return ""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise SystemExit(
+            f"--http-address must be HOST:PORT (e.g. 127.0.0.1:8080), or 0 / empty to turn "
+            f"the HTTP API off, got {text!r}"
+        )
+    return text
+
+
 def parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
     env = os.environ if env is None else env
     d = ServerConfig()
@@ -102,6 +126,12 @@ def parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
         "--address",
         default=env.get("CINETRON_API_ADDRESS", d.address),
         help="host:port to listen on [CINETRON_API_ADDRESS, %(default)s]",
+    )
+    g(
+        "--http-address",
+        default=env.get("CINETRON_HTTP_ADDRESS", d.http_address),
+        help="host:port of the HTTP API (/v1/videos) and the web preview page; 0 or empty "
+        "turns it off [CINETRON_HTTP_ADDRESS, %(default)s]",
     )
     g(
         "--triton-url",
@@ -234,6 +264,7 @@ def from_args(argv: list[str] | None = None, env: Mapping[str, str] | None = Non
             ) from None
     return ServerConfig(
         address=a.address,
+        http_address=_http_address(a.http_address),
         triton_url=a.triton_url,
         local=a.local,
         model_repository=a.model_repository,

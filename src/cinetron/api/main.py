@@ -1,4 +1,6 @@
-"""``cinetron serve-api``: the grpc.aio server, its health, reflection, metrics and shutdown."""
+"""``cinetron serve-api``: the grpc.aio server, its health, reflection, metrics and shutdown,
+and the HTTP side (``api/http``: OpenAI's /v1/videos and the preview page) served by uvicorn
+on the same event loop, over the same engine, jobs and tokens."""
 
 from __future__ import annotations
 
@@ -21,6 +23,8 @@ from cinetron.api.auth import BearerAuth, TokenSet
 from cinetron.api.config import ServerConfig, from_args
 from cinetron.api.decoding import RejectMalformed
 from cinetron.api.engine import Engine
+from cinetron.api.http.app import HttpServer, bind, create_app
+from cinetron.api.http.videos import VideosApi
 from cinetron.api.jobs import JobManager, open_job_store, open_video_store
 from cinetron.api.logs import log, setup_logging
 from cinetron.api.metrics import Metrics
@@ -98,6 +102,8 @@ class ApiServer:
             on_health=self._on_store_health,
         )
         self.port = 0
+        self.http: HttpServer | None = None
+        self._http_closing = asyncio.Event()  # ends the HTTP event streams on stop
         self._server: grpc.aio.Server | None = None
         self._backend_task: asyncio.Task[None] | None = None
         self._resumed = False
@@ -133,6 +139,7 @@ class ApiServer:
         for service in ("", SERVICE_NAME):
             await self.health.set(service, _NOT_SERVING)
         interceptors: list[grpc.aio.ServerInterceptor] = []
+        tokens = None
         if c.auth_enabled:
             path = _readable(c.auth_tokens_file, "auth tokens")
             try:
@@ -173,8 +180,17 @@ class ApiServer:
             self.port = server.add_insecure_port(c.address)
         if self.port == 0:
             raise SystemExit(f"cannot listen on {c.address}: address in use or invalid")
+        http_bind = c.http_host_port
+        if http_bind is not None:  # bound before either server starts: a taken port stops both
+            videos = VideosApi(
+                self.jobs, self.engine, self.backend, c.max_receive_bytes, self._http_closing
+            )
+            app = create_app(videos, self.backend, tokens, c.max_receive_bytes, self.metrics)
+            self.http = HttpServer(app, bind(*http_bind), c.shutdown_grace_s, c.tls_cert, c.tls_key)
         await server.start()
         self._server = server
+        if self.http is not None:
+            await self.http.start()
         if c.metrics_port:
             self.metrics.serve(c.metrics_port, c.host)
         log(
@@ -188,7 +204,11 @@ class ApiServer:
             videos=self.videos.describe,
             backend=c.local or f"triton:{c.triton_url}",
             metrics_port=c.metrics_port or None,
+            http=self.http.url if self.http else "off",
         )
+        if self.http is not None:
+            # Where to point a browser or an OpenAI client (base_url = <url>v1).
+            log("http_listening", url=self.http.url, api=f"{self.http.url}v1/videos")
         self._backend_task = asyncio.get_running_loop().create_task(self.backend.run())
         return self.port
 
@@ -201,8 +221,14 @@ class ApiServer:
         rest. Interrupted jobs stay unfinished in the store and resume on the next start."""
         for service in ("", SERVICE_NAME):
             await self.health.set(service, _NOT_SERVING)
+        self._http_closing.set()
+        grace = self.config.shutdown_grace_s if grace is None else grace
+        stopping = []
         if self._server is not None:
-            await self._server.stop(self.config.shutdown_grace_s if grace is None else grace)
+            stopping.append(self._server.stop(grace))
+        if self.http is not None:
+            stopping.append(self.http.stop())
+        await asyncio.gather(*stopping)
         self.engine.close()
         await self.jobs.close()  # job drivers record the interruption (released for others)
         if self._backend_task is not None:

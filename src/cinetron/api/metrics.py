@@ -47,6 +47,12 @@ class Metrics:
         self.rejected = Counter(
             "cinetron_api_rejected", "requests refused because the queue was full", registry=r
         )
+        self.http_requests = Counter(
+            "cinetron_api_http_requests",
+            "HTTP requests (/v1/videos, the preview page) by route and status",
+            ["route", "status"],
+            registry=r,
+        )
 
         # Jobs, from the job store: with PostgreSQL these count the queue every replica
         # shares (each replica reports the same numbers; the HPA reads their max).

@@ -35,13 +35,23 @@ Resp = TypeVar("Resp")
 _MAX_REQUEST_ID = 128
 
 
+def valid_request_id(text: str) -> bool:
+    """A caller's ``x-request-id`` is kept when it is 1-128 printable ASCII characters
+    without spaces (gRPC metadata and HTTP headers alike); otherwise one is made."""
+    return 0 < len(text) <= _MAX_REQUEST_ID and all(" " < c <= "~" for c in text)
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
 def request_id_of(context: grpc.aio.ServicerContext) -> str:
     for key, value in context.invocation_metadata() or ():
         if key == "x-request-id":
             text = value.decode() if isinstance(value, bytes) else value
-            if 0 < len(text) <= _MAX_REQUEST_ID and all(" " < c <= "~" for c in text):
+            if valid_request_id(text):
                 return text
-    return uuid.uuid4().hex[:16]
+    return new_request_id()
 
 
 def _server_version() -> str:

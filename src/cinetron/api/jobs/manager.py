@@ -255,6 +255,13 @@ class JobManager:
         log("job_deleted", job_id=job_id)
         return self._message(deleted)
 
+    def list_after(self, after: str, limit: int, ascending: bool) -> tuple[list[pb.Job], bool]:
+        """Up to ``limit`` jobs after the job ``after`` (empty: from the first), oldest first
+        when ``ascending`` else newest first, and whether more follow (cursor paging by id)."""
+        after_seq = None if not after else self._existing(after).seq
+        rows = self.store.page_after(limit, after_seq, ascending)
+        return [self._message(r) for r in rows[:limit]], len(rows) > limit
+
     def list(self, size: int, token: str, state: int) -> tuple[list[pb.Job], str]:
         size = convert.page_size(size)
         if state not in S.values():  # proto3 enums are open: an unknown number arrives as is
@@ -779,6 +786,7 @@ class JobManager:
             update_time=_ts(row.updated_at),
             progress=pb.Progress(step=row.step, total=row.total, elapsed_seconds=row.elapsed),
             attempts=row.attempts,
+            seed=row.seed,
         )
         if row.result is not None and row.state == SUCCEEDED:
             job.result.CopyFrom(pb.Completed.FromString(row.result))

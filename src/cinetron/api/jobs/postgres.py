@@ -224,6 +224,12 @@ class PostgresJobStore(JobStore):
         sql = f"SELECT {_COLS} FROM jobs" + (" WHERE " + " AND ".join(where) if where else "")
         return self._rows(sql + " ORDER BY seq DESC LIMIT %s", (*args, size + 1))
 
+    def page_after(self, size: int, after_seq: int | None, ascending: bool) -> list[JobRow]:
+        op, order = (">", "ASC") if ascending else ("<", "DESC")
+        where, args = ("", ()) if after_seq is None else (f" WHERE seq {op} %s", (after_seq,))
+        sql = f"SELECT {_COLS} FROM jobs" + where + f" ORDER BY seq {order} LIMIT %s"
+        return self._rows(sql, (*args, size + 1))
+
     def unfinished(self) -> list[JobRow]:
         return self._rows(f"SELECT {_COLS} FROM jobs WHERE {_OPEN} ORDER BY seq")
 

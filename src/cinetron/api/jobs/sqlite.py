@@ -154,6 +154,12 @@ class SqliteJobStore(JobStore):
         sql = _SELECT + (" WHERE " + " AND ".join(where) if where else "")
         return self._rows(sql + " ORDER BY seq DESC LIMIT ?", (*args, size + 1))
 
+    def page_after(self, size: int, after_seq: int | None, ascending: bool) -> list[JobRow]:
+        op, order = (">", "ASC") if ascending else ("<", "DESC")
+        where, args = ("", ()) if after_seq is None else (f" WHERE seq {op} ?", (after_seq,))
+        sql = _SELECT + where + f" ORDER BY seq {order} LIMIT ?"
+        return self._rows(sql, (*args, size + 1))
+
     def unfinished(self) -> list[JobRow]:
         return self._rows(f"{_SELECT} WHERE {_OPEN} ORDER BY seq")
 

@@ -124,6 +124,11 @@ class JobStore(ABC):
         """Up to ``size + 1`` jobs, newest first (``seq`` descending)."""
 
     @abstractmethod
+    def page_after(self, size: int, after_seq: int | None, ascending: bool) -> list[JobRow]:
+        """Up to ``size + 1`` jobs after ``after_seq``, oldest first when ``ascending``,
+        else newest first (cursor paging: the OpenAI-style list)."""
+
+    @abstractmethod
     def unfinished(self) -> list[JobRow]: ...
 
     @abstractmethod
