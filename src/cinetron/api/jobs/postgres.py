@@ -41,6 +41,8 @@ from cinetron.api.jobs.store import (
     JobStore,
     StoreUnavailable,
     migrations,
+    page_after_query,
+    page_query,
 )
 from cinetron.api.logs import log
 
@@ -58,6 +60,7 @@ def _cols(table: str = "") -> str:
 
 
 _COLS = _cols()
+_SELECT = f"SELECT {_COLS} FROM jobs"
 _OPEN = f"state IN ({', '.join(str(s) for s in UNFINISHED)})"
 _FINISHED = f"state IN ({', '.join(str(s) for s in TERMINAL)})"
 _LEASE = "now() + make_interval(secs => %s)"
@@ -214,21 +217,10 @@ class PostgresJobStore(JobStore):
         return self._one(f"SELECT {_COLS} FROM jobs WHERE idempotency_key = %s", (key,))
 
     def page(self, size: int, before_seq: int | None, state: int) -> list[JobRow]:
-        where, args = [], []
-        if before_seq is not None:
-            where.append("seq < %s")
-            args.append(before_seq)
-        if state:
-            where.append("state = %s")
-            args.append(state)
-        sql = f"SELECT {_COLS} FROM jobs" + (" WHERE " + " AND ".join(where) if where else "")
-        return self._rows(sql + " ORDER BY seq DESC LIMIT %s", (*args, size + 1))
+        return self._rows(*page_query(_SELECT, "%s", size, before_seq, state))
 
     def page_after(self, size: int, after_seq: int | None, ascending: bool) -> list[JobRow]:
-        op, order = (">", "ASC") if ascending else ("<", "DESC")
-        where, args = ("", ()) if after_seq is None else (f" WHERE seq {op} %s", (after_seq,))
-        sql = f"SELECT {_COLS} FROM jobs" + where + f" ORDER BY seq {order} LIMIT %s"
-        return self._rows(sql, (*args, size + 1))
+        return self._rows(*page_after_query(_SELECT, "%s", size, after_seq, ascending))
 
     def unfinished(self) -> list[JobRow]:
         return self._rows(f"SELECT {_COLS} FROM jobs WHERE {_OPEN} ORDER BY seq")

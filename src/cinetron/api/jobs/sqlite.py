@@ -29,6 +29,8 @@ from cinetron.api.jobs.store import (
     JobStore,
     StoreUnavailable,
     migrations,
+    page_after_query,
+    page_query,
 )
 
 _SELECT = (
@@ -144,21 +146,10 @@ class SqliteJobStore(JobStore):
         return self._one(f"{_SELECT} WHERE idempotency_key = ?", (key,))
 
     def page(self, size: int, before_seq: int | None, state: int) -> list[JobRow]:
-        where, args = [], []
-        if before_seq is not None:
-            where.append("seq < ?")
-            args.append(before_seq)
-        if state:
-            where.append("state = ?")
-            args.append(state)
-        sql = _SELECT + (" WHERE " + " AND ".join(where) if where else "")
-        return self._rows(sql + " ORDER BY seq DESC LIMIT ?", (*args, size + 1))
+        return self._rows(*page_query(_SELECT, "?", size, before_seq, state))
 
     def page_after(self, size: int, after_seq: int | None, ascending: bool) -> list[JobRow]:
-        op, order = (">", "ASC") if ascending else ("<", "DESC")
-        where, args = ("", ()) if after_seq is None else (f" WHERE seq {op} ?", (after_seq,))
-        sql = _SELECT + where + f" ORDER BY seq {order} LIMIT ?"
-        return self._rows(sql, (*args, size + 1))
+        return self._rows(*page_after_query(_SELECT, "?", size, after_seq, ascending))
 
     def unfinished(self) -> list[JobRow]:
         return self._rows(f"{_SELECT} WHERE {_OPEN} ORDER BY seq")

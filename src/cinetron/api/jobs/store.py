@@ -219,6 +219,32 @@ class JobEvents(Protocol):
     def close(self) -> None: ...
 
 
+def page_query(
+    select: str, mark: str, size: int, before_seq: int | None, state: int
+) -> tuple[str, tuple[Any, ...]]:
+    """``JobStore.page`` as SQL for a dialect whose parameter mark is ``mark``: ``size + 1``
+    rows, newest first, before ``before_seq``, in ``state`` (0: any)."""
+    where: list[str] = []
+    args: list[Any] = []
+    if before_seq is not None:
+        where.append(f"seq < {mark}")
+        args.append(before_seq)
+    if state:
+        where.append(f"state = {mark}")
+        args.append(state)
+    sql = select + (" WHERE " + " AND ".join(where) if where else "")
+    return sql + f" ORDER BY seq DESC LIMIT {mark}", (*args, size + 1)
+
+
+def page_after_query(
+    select: str, mark: str, size: int, after_seq: int | None, ascending: bool
+) -> tuple[str, tuple[Any, ...]]:
+    """``JobStore.page_after`` as SQL (see ``page_query``)."""
+    op, order = (">", "ASC") if ascending else ("<", "DESC")
+    where, args = ("", ()) if after_seq is None else (f" WHERE seq {op} {mark}", (after_seq,))
+    return select + where + f" ORDER BY seq {order} LIMIT {mark}", (*args, size + 1)
+
+
 _MIGRATION = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
 
