@@ -102,6 +102,28 @@ def _record(latency: float, first: float | None, code: str) -> None:
     })  # fmt: skip
 
 
+def _report(
+    user: Any,
+    request_type: str,
+    name: str,
+    first_name: str,
+    latency: float,
+    first: float | None,
+    size: int,
+    error: Exception | None,
+    code: str,
+) -> None:
+    """One call's end, for Locust (the whole call and, when seen, its first progress) and
+    for this file's records."""
+    fire = user.environment.events.request.fire
+    fire(request_type=request_type, name=name, context={},
+         response_time=latency * 1e3, response_length=size, exception=error)  # fmt: skip
+    if first is not None:
+        fire(request_type=request_type, name=first_name, response_time=first * 1e3,
+             response_length=0, exception=None, context={})  # fmt: skip
+    _record(latency, first, code)
+
+
 def _http_code(response: Any) -> str:
     try:
         return f"HTTP_{response.status_code}_{response.json()['error']['code']}"
@@ -155,13 +177,9 @@ class GenerateUser(_GrpcUser):
         except grpc.RpcError as e:
             error = RpcFailure(e.code().name, e.details() or "")
         latency = time.perf_counter() - start
-        fire = self.environment.events.request.fire
-        fire(request_type="grpc", name="Generate", response_time=latency * 1e3,
-             response_length=size, exception=error, context={})  # fmt: skip
-        if first is not None:
-            fire(request_type="grpc", name="Generate: first progress", response_time=first * 1e3,
-                 response_length=0, exception=None, context={})  # fmt: skip
-        _record(latency, first, "OK" if error is None else error.code)
+        code = "OK" if error is None else error.code
+        _report(self, "grpc", "Generate", "Generate: first progress",
+                latency, first, size, error, code)  # fmt: skip
 
 
 class JobsUser(_GrpcUser):
@@ -198,13 +216,9 @@ class JobsUser(_GrpcUser):
         except RpcFailure as e:
             error = e
         latency = time.perf_counter() - start
-        fire = self.environment.events.request.fire
-        fire(request_type="grpc", name="SubmitJob + WatchJob + GetJob", context={},
-             response_time=latency * 1e3, response_length=size, exception=error)  # fmt: skip
-        if first is not None:
-            fire(request_type="grpc", name="job: first progress", response_time=first * 1e3,
-                 response_length=0, exception=None, context={})  # fmt: skip
-        _record(latency, first, "OK" if error is None else error.code)
+        code = "OK" if error is None else error.code
+        _report(self, "grpc", "SubmitJob + WatchJob + GetJob", "job: first progress",
+                latency, first, size, error, code)  # fmt: skip
 
 
 class VideosHttpUser(HttpUser):
@@ -259,13 +273,8 @@ class VideosHttpUser(HttpUser):
         except Exception as e:  # a connection error: named by its type
             error, code = e, type(e).__name__
         latency = time.perf_counter() - start
-        fire = self.environment.events.request.fire
-        fire(request_type="http", name="video (create, poll, content)", context={},
-             response_time=latency * 1e3, response_length=size, exception=error)  # fmt: skip
-        if first is not None:
-            fire(request_type="http", name="video: first progress", response_time=first * 1e3,
-                 response_length=0, exception=None, context={})  # fmt: skip
-        _record(latency, first, code)
+        _report(self, "http", "video (create, poll, content)", "video: first progress",
+                latency, first, size, error, code)  # fmt: skip
 
 
 class RampThenSteady(LoadTestShape):
