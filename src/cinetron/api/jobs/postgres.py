@@ -211,10 +211,10 @@ class PostgresJobStore(JobStore):
         return row
 
     def row(self, job_id: str) -> JobRow | None:
-        return self._one(f"SELECT {_COLS} FROM jobs WHERE job_id = %s", (job_id,))
+        return self._one(f"{_SELECT} WHERE job_id = %s", (job_id,))
 
     def by_key(self, key: str) -> JobRow | None:
-        return self._one(f"SELECT {_COLS} FROM jobs WHERE idempotency_key = %s", (key,))
+        return self._one(f"{_SELECT} WHERE idempotency_key = %s", (key,))
 
     def page(self, size: int, before_seq: int | None, state: int) -> list[JobRow]:
         return self._rows(*page_query(_SELECT, "%s", size, before_seq, state))
@@ -223,7 +223,7 @@ class PostgresJobStore(JobStore):
         return self._rows(*page_after_query(_SELECT, "%s", size, after_seq, ascending))
 
     def unfinished(self) -> list[JobRow]:
-        return self._rows(f"SELECT {_COLS} FROM jobs WHERE {_OPEN} ORDER BY seq")
+        return self._rows(f"{_SELECT} WHERE {_OPEN} ORDER BY seq")
 
     _CLAIMABLE = "(owner IS NULL OR lease_until < now())"
 
@@ -345,7 +345,7 @@ class PostgresJobStore(JobStore):
 
     def expired(self, ttl_s: float, limit: int) -> list[JobRow]:
         return self._rows(
-            f"SELECT {_COLS} FROM jobs WHERE {_FINISHED} AND "
+            f"{_SELECT} WHERE {_FINISHED} AND "
             "updated_at < now() - make_interval(secs => %s) ORDER BY updated_at LIMIT %s",
             (ttl_s, limit),
         )
