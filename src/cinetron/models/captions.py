@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from cinetron.contract.manifest import SceneGrammar
 from cinetron.models.world import COLORS, MOTIONS, RELATIONS, SHAPES, all_combinations
 
 SHAPE_WORDS: dict[str, list[str]] = {
@@ -366,9 +367,47 @@ def canonical_caption(attributes: tuple[str, str, str, str]) -> str:
     return f"a {color} {shape} {MOTION_ING[motion][0]} on a {background} background"
 
 
+def scene_grammar() -> SceneGrammar:
+    """How prompts of this world read as scenes (``ModelManifest.scene``): objects are
+    named by their shape, drawn one at a time from ``canonical_caption``'s wording."""
+    return SceneGrammar(
+        objects=("color", "shape", "motion"),
+        anchor="shape",
+        background="background",
+        relation="relation",
+        caption="a {color} {shape} {motion} on a {background} background",
+        words={
+            "color": {c: c for c in COLOR_WORDS},
+            "shape": {s: s for s in SHAPE_WORDS},
+            "motion": {m: MOTION_ING[m][0] for m in MOTION_ING},
+            "background": {b: b for b in BACKGROUND_WORDS},
+        },
+        plurals={s: list(p) for s, p in SHAPE_PLURALS.items()},
+        max_objects=2,
+        wraps=True,
+    )
+
+
+# Plain phrases no caption uses but people write: the scene reader knows them (a prompt is
+# drawn from the plainest caption of what it reads), so the model follows them too.
+MOTION_READ: dict[str, list[str]] = {
+    "left": ["moving left", "going left", "leftward", "leftwards", "to the left"],
+    "right": ["moving right", "going right", "rightward", "rightwards", "to the right"],
+    "up": ["upward", "upwards", "goes up"],
+    "down": ["downward", "downwards", "goes down"],
+    "still": ["still", "motionless", "not moving"],
+    "grows": ["bigger", "larger"],
+    "shrinks": ["smaller"],
+}
+
+
 def vocabulary() -> dict[str, dict[str, list[str]]]:
-    """Every phrase the captions use for each attribute value (``ModelManifest.vocabulary``)."""
-    motions = {m: sorted({*MOTION_ING[m], *MOTION_VERB[m], *MOTION_ADJ[m]}) for m in MOTION_ING}
+    """Every phrase the captions use for each attribute value, and the plain ones of
+    ``MOTION_READ`` (``ModelManifest.vocabulary``)."""
+    motions = {
+        m: sorted({*MOTION_ING[m], *MOTION_VERB[m], *MOTION_ADJ[m], *MOTION_READ[m]})
+        for m in MOTION_ING
+    }
     backgrounds = {b: [*words, *BACKGROUND_NOUNS] for b, words in BACKGROUND_WORDS.items()}
     return {
         "shape": {s: [*SHAPE_WORDS[s], *SHAPE_PLURALS[s]] for s in SHAPE_WORDS},
