@@ -23,13 +23,14 @@ PROMPT ?= a red circle moving to the left on a black background
 SEED ?= 0
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: help install train export serve demo test test-slow lint bench loadtest serve-api deploy-check reliability clean storyboard-demo browser
+.PHONY: help install train train-stage export serve demo test test-slow lint bench loadtest serve-api deploy-check reliability clean storyboard-demo browser
 
 help:
 	@echo "make demo         install, export, start Triton, generate outputs/demo.mp4 from PROMPT"
 	@echo "make test         the test suite (unit + real-Triton integration + bounded faults)"
 	@echo "make install      create .venv with everything (CPU torch pinned)"
 	@echo "make train        retrain the shapes model into weights/ (about 2 hours on 2 cores)"
+	@echo "make train-stage  one resumable DiT stage on world v2 (STAGE_MINUTES=45)"
 	@echo "make export       write the Triton model repository (FLAVOUR=cpu|gpu)"
 	@echo "make serve        run tritonserver on the repository (127.0.0.1:8000/8001/8002; TRITON_*_PORT=)"
 	@echo "make lint         ruff + import-linter (layers) + mypy (everything) + proto lint"
@@ -62,6 +63,15 @@ install: $(VENV)/.installed $(CHECKOV_VENV)/.installed
 
 train: install
 	$(CINETRON) train --out weights --dataset-cache runs/dit_dataset.pt
+
+# One more DiT stage on world v2, resumed from weights/ (its EMA weights), alone on the
+# machine: STAGE_MINUTES of training, saved every 5 minutes, so a stopped stage loses at
+# most 5 minutes and the next one starts where it ended. See docs/model-v2.md.
+STAGE_MINUTES ?= 45
+STAGE_LR ?= 4e-4
+train-stage: install
+	$(CINETRON) train --out weights --skip-vae --resume --dit-examples 24000 \
+		--dit-minutes $(STAGE_MINUTES) --dit-lr $(STAGE_LR) --dataset-cache runs/dit_dataset_v2.pt
 
 # The Triton model repository. cinetron.json is written last, so it marks a complete
 # export; it is redone when the weights, the export code or the model.py files change.

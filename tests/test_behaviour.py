@@ -2,14 +2,17 @@
 as before the redesign — through Triton and in-process.
 
 ``behaviour_hashes.json`` holds SHA-256s recorded before the engine was rewritten (one
-sampling loop, one request type, one plan). A change that moves a single pixel of any of
-these videos fails here; new weights mean re-recording the file, on purpose.
+sampling loop, one request type, one plan), re-recorded when prompts began to be read as
+scenes (issue 21). A change that moves a single pixel of any of these videos fails here;
+new weights or a new way of drawing mean re-recording the file, on purpose:
+``CINETRON_RECORD_BEHAVIOUR=1 pytest tests/test_behaviour.py`` (then say so in the commit).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,7 +26,8 @@ from cinetron.core.video import encode_mp4
 from cinetron.models import world
 from cinetron.transports import open_transport
 
-RECORDED = json.loads((Path(__file__).with_name("behaviour_hashes.json")).read_text())["hashes"]
+HASHES = Path(__file__).with_name("behaviour_hashes.json")
+RECORDED = json.loads(HASHES.read_text())["hashes"]
 RED_LEFT = "a red circle moving to the left on a black background"
 
 
@@ -46,6 +50,10 @@ def cases() -> dict[str, GenerationRequest]:
         ),
         "extension": GenerationRequest(
             "a blue square moving right on a black background", seed=23, video=clip
+        ),
+        "two_objects": GenerationRequest(
+            "a green triangle moving up to the left of a red circle moving down, on black",
+            seed=29,
         ),
     }
 
@@ -77,5 +85,10 @@ def test_every_kind_of_request_makes_the_recorded_mp4(
 ) -> None:
     kind = request.node.callspec.params["transport"]
     got = hashes(transport)
+    if os.environ.get("CINETRON_RECORD_BEHAVIOUR"):
+        recorded = json.loads(HASHES.read_text())
+        recorded["hashes"][kind] = got
+        HASHES.write_text(json.dumps(recorded, indent=2) + "\n")
+        return
     changed = {k: v for k, v in got.items() if v != RECORDED[kind][k]}
     assert not changed, f"{kind}: these videos changed: {sorted(changed)}"

@@ -38,6 +38,36 @@ class SamplerPreset:
 
 
 @dataclass(frozen=True)
+class SceneGrammar:
+    """How a closed-world model's prompts read as scenes (``core/scene.py``), for models
+    that declare one (the shapes model): which ``vocabulary`` attributes describe one
+    object, which one names it, which the whole frame, and how the model reads one object
+    best. With it a prompt of two objects is drawn as two single-object layers placed as
+    the prompt relates them, and any wording of one object is drawn from ``caption``."""
+
+    objects: tuple[str, ...]  # attributes of one object, e.g. ("color", "shape", "motion")
+    anchor: str  # the attribute each mention of which is one object ("shape")
+    background: str  # the attribute of the whole frame ("background")
+    relation: str = ""  # the attribute placing the first object against the second
+    # One object in the wording the model follows best, e.g. "a {color} {shape} {motion}
+    # on a {background} background", filled from ``words``: value → its plainest phrase.
+    caption: str = ""
+    words: dict[str, dict[str, str]] = field(default_factory=dict)
+    plurals: dict[str, list[str]] = field(default_factory=dict)  # anchor value → "circles"
+    max_objects: int = 2
+    # The frame is a torus with a plain background: what leaves one edge comes back
+    # through the opposite one, so a window may be drawn re-centred on its object.
+    wraps: bool = False
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SceneGrammar:
+        data = dict(data)
+        data["objects"] = tuple(data.get("objects", ()))
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass(frozen=True)
 class ModelManifest:
     family: str
     version: str
@@ -70,6 +100,7 @@ class ModelManifest:
     # Per scheduler: the steps and guidance a request that names it (and leaves those unset)
     # runs at. Empty: every scheduler runs at ``scheduler``'s defaults.
     samplers: dict[str, SamplerPreset] = field(default_factory=dict)
+    scene: SceneGrammar | None = None
 
     @property
     def latent_shape(self) -> tuple[int, int, int, int]:
@@ -84,6 +115,8 @@ class ModelManifest:
         data = dict(data)
         data["scheduler"] = SchedulerDefaults(**data.get("scheduler", {}))
         data["samplers"] = {k: SamplerPreset(**v) for k, v in data.get("samplers", {}).items()}
+        if data.get("scene") is not None:
+            data["scene"] = SceneGrammar.from_dict(data["scene"])
         for key in ("patch", "vae_scale"):
             if key in data:
                 data[key] = tuple(data[key])

@@ -14,10 +14,11 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from cinetron.core import layers
 from cinetron.core.buckets import frame_step
 from cinetron.core.compose import (
     SeamReport,
@@ -180,6 +181,8 @@ class Pipeline:
         on_progress: ProgressCallback | None = None,
         should_stop: StopCheck | None = None,
     ) -> Video:
+        if job.layers:
+            return self._run_layers(job, on_progress, should_stop)
         m, params, timer = self.manifest, job.request, _Timer()
         rid, k, o, step = params.request_id, job.overlap, job.overlap_frames, frame_step(m)
         total, reached = job.total_steps, [0]  # steps done so far, for a stop's message
@@ -200,12 +203,17 @@ class Pipeline:
 
         video = Video(np.zeros(0, np.uint8), m.fps, job, 0, False, input_frames=input_frames)
         done = 0
+        view = (0, 0)  # pixels the window's frame is rolled by against the output's
         for i, w in enumerate(job.windows):
             if not video.shot_starts or job.windows[i - 1].shot != w.shot:
                 video.shot_starts.append(len(out))
                 if out and not w.carry:
                     video.cuts.append(len(out))
             condition, init = None, None
+            if not w.carry:
+                view = (0, 0)
+            elif job.recentre and prev is not None:
+                prev, view = self._recentred(prev, out[-1], view)
             if w.carry:
                 assert prev is not None
                 carried = np.zeros_like(prev)
@@ -250,6 +258,7 @@ class Pipeline:
                 ) from None
             t = timer.add("denoise_s", t)
             frames = self.transport.decode_video(z, rid)[0]
+            frames = np.roll(frames, view, axis=(1, 2)) if view != (0, 0) else frames
             timer.add("decode_s", t)
             done += w.steps
 
@@ -269,6 +278,62 @@ class Pipeline:
         video.prompt_truncated = tokens > m.text_length
         video.timings = timer.done()
         return video
+
+    def _recentred(
+        self, latents: Array, last_frame: Frames, view: tuple[int, int]
+    ) -> tuple[Array, tuple[int, int]]:
+        """``latents`` (drawn at ``view``) rolled so the object of ``last_frame`` (in the
+        output's frame) is at the centre, whole latent cells at a time, and the new view.
+
+        A window sees its object where training put objects, never split by an edge,
+        however far it has travelled on the torus; its frames are rolled back by the
+        view, exactly, because the background is plain.
+        """
+        _, cell_h, cell_w = self.manifest.vae_scale
+        where = layers.centre(layers.alpha(last_frame[None])[0])
+        if where is None:
+            return latents, view
+        h, w = last_frame.shape[:2]
+        new = (
+            round((where[0] - h / 2) / cell_h) * cell_h,
+            round((where[1] - w / 2) / cell_w) * cell_w,
+        )
+        cells = ((view[0] - new[0]) // cell_h, (view[1] - new[1]) // cell_w)
+        return np.roll(latents, cells, axis=(-2, -1)), new
+
+    def _run_layers(
+        self,
+        job: Plan,
+        on_progress: ProgressCallback | None,
+        should_stop: StopCheck | None,
+    ) -> Video:
+        """Each layer's video, then each drawn over the first where ``layers.place`` puts it."""
+        started, total = time.perf_counter(), job.total_steps
+        done, reached = 0, [0]
+        videos: list[Video] = []
+        for layer in job.layers:
+
+            def progress(p: Progress, base: int = done) -> None:
+                reached[0] = base + p.step
+                if on_progress is not None:
+                    on_progress(Progress(base + p.step, total, time.perf_counter() - started))
+
+            try:
+                videos.append(self.run(layer, progress, should_stop))
+            except Cancelled:
+                raise Cancelled(
+                    f"generation stopped before step {reached[0] + 1} of {total}"
+                ) from None
+            done += layer.total_steps
+        first, clip = videos[0], self.manifest.frames
+        lead = layers.lead(layers.alpha(first.frames[:1]), job.relation)
+        frames = np.roll(first.frames, lead, axis=(1, 2))
+        base = layers.alpha(frames[:clip])
+        for other in videos[1:]:
+            shift = layers.place(base, layers.alpha(other.frames[:clip]), job.relation)
+            frames = layers.composite(frames, other.frames, shift)
+        timings = {key: sum(v.timings.get(key, 0.0) for v in videos) for key in first.timings}
+        return replace(first, frames=frames, plan=job, timings=timings)
 
     def generate_lockstep(self, requests: Sequence[GenerationRequest]) -> list[Video]:
         """``len(requests)`` plain clips in lockstep: each CFG step is ONE denoiser call of
@@ -297,7 +362,7 @@ class Pipeline:
             )
         timer = _Timer()
         t = time.perf_counter()
-        cond = self.prompt_cache.encode(self.transport, [p.prompt for p in params])
+        cond = self.prompt_cache.encode(self.transport, [p.windows[0].prompt for p in plans])
         uncond = None
         if first.guided:
             uncond = self.prompt_cache.encode(self.transport, [p.negative_prompt for p in params])

@@ -17,6 +17,10 @@ model (``F`` frames, ``T`` latent frames):
 - **Extension** (``video``): the first window carries from the encoded tail of the input.
 - **Video-to-video** (``video`` + ``strength``; SDEdit): every window starts from the
   encoded input frames it covers, noised to ``strength``; windows still carry.
+- **Scenes** (models with a ``SceneGrammar``; ``core/scene.py``): a prompt that reads as
+  one object is drawn from the grammar's caption of it, whatever its wording; one of two
+  objects is a plan of **layers**, one ordinary plan per object, that the pipeline
+  composes (``core/layers.py``) so the relation holds at the first frame.
 
 Nothing downstream re-validates: the pipeline, the API engine and the job store take a
 ``Plan`` as it is.
@@ -30,6 +34,7 @@ from cinetron.contract.manifest import ModelManifest
 from cinetron.core import buckets
 from cinetron.core.errors import InvalidArgument, missing_encoder
 from cinetron.core.request import (
+    MAX_SEED,
     MAX_SHOTS,
     TRANSITIONS,
     Frames,
@@ -40,6 +45,7 @@ from cinetron.core.request import (
     text,
 )
 from cinetron.core.sampling import steps_from
+from cinetron.core.scene import Scene, object_caption, read_scene
 from cinetron.core.schedulers import Scheduler, make_scheduler
 from cinetron.core.vocabulary import check_prompt
 
@@ -72,10 +78,15 @@ class Plan:
     video_to_video: bool = False  # every window starts from the input video
     # What the caller should know about a request that runs: words the model ignored.
     warnings: tuple[str, ...] = ()
+    # A scene of several objects: one plan per object (``windows`` is then empty); the
+    # first object is ``relation`` the second at the first frame.
+    layers: tuple[Plan, ...] = ()
+    relation: str | None = None
+    recentre: bool = False  # carried windows are drawn centred on the object (a torus)
 
     @property
     def total_steps(self) -> int:
-        return sum(w.steps for w in self.windows)
+        return sum(w.steps for w in self.windows) + sum(p.total_steps for p in self.layers)
 
     @property
     def prompts(self) -> list[str]:
@@ -217,20 +228,23 @@ def plan_windows(
     return windows
 
 
-def carries_motion_on(windows: list[Window], i: int) -> bool:
+def carries_motion_on(windows: list[Window], i: int, recentre: bool = False) -> bool:
     """Whether carried window ``i`` starts from a guess that moves on (else one that holds).
 
     Only the first carried window after fresh content (an extension's window, the second
     window of a shot) under the same prompt: carried on window after window, the motion
     pushed objects out of the frame (a 15 s "moving right" shot lost its circle in half
     its clips), while a held guess lets them stop at the edge and a new prompt choose
-    its own motion (docs/beyond-one-clip.md).
+    its own motion (docs/beyond-one-clip.md). Windows drawn re-centred on their object
+    (``recentre``: a torus frame) have no edge to reach: every one under the same
+    prompt moves on.
     """
     w = windows[i]
     if i == 0:
         return w.carry  # an extension: go on as the input video went
     before = windows[i - 1]
-    return w.carry and not before.carry and before.prompt == w.prompt
+    fresh = not before.carry or recentre
+    return w.carry and fresh and before.prompt == w.prompt
 
 
 def plan(
@@ -281,15 +295,22 @@ def plan(
     if (request.image is not None or request.video is not None) and not can_encode_video:
         raise missing_encoder("image" if request.image is not None else "video", "the server")
     warnings = prompt_warnings(request, params.prompt, m)
+    scene = read_scene(params.prompt, m) if not request.shots else None
+    plain = request.image is None and request.video is None  # nothing but text to follow
+    if scene is not None and len(scene.objects) > 1 and plain:
+        return _layered(request, m, can_encode_video, params, scene, warnings)
+    windows = [replace(w, prompt=_drawn_prompt(w.prompt, m)) for w in windows]
+    # Re-centring rolls the frame: exact for the model's own plain-background world, not
+    # for a caller's video.
+    recentre = bool(m.scene and m.scene.wraps) and plain
     finished = []
     for i, w in enumerate(windows):
         strength = request.strength if request.strength is not None else 1.0
         if request.strength is None and w.carry:
             strength = float(carry_strength)
         steps = steps_from(scheduler, strength)
-        finished.append(
-            replace(w, strength=strength, steps=steps, extrapolate=carries_motion_on(windows, i))
-        )
+        extrapolate = carries_motion_on(windows, i, recentre)
+        finished.append(replace(w, strength=strength, steps=steps, extrapolate=extrapolate))
     return Plan(
         request=params,
         windows=tuple(finished),
@@ -299,6 +320,53 @@ def plan(
         video=request.video,
         video_to_video=request.strength is not None,
         warnings=warnings,
+        recentre=recentre,
+    )
+
+
+# Seeds of the layers after the first: far from any seed a caller steps through.
+LAYER_SEED_STRIDE = 1_000_003
+
+
+def _drawn_prompt(prompt: str, manifest: ModelManifest) -> str:
+    """What the model is given for a window's prompt: its one object in the grammar's
+    caption when it reads as one, else the prompt as written."""
+    scene = read_scene(prompt, manifest)
+    if manifest.scene is None or scene is None or len(scene.objects) != 1:
+        return prompt
+    return object_caption(scene, 0, manifest.scene)
+
+
+def _layered(
+    request: GenerationRequest,
+    manifest: ModelManifest,
+    can_encode_video: bool,
+    params: ResolvedRequest,
+    scene: Scene,
+    warnings: tuple[str, ...],
+) -> Plan:
+    """A plan of one layer per object of ``scene``, each an ordinary one-object plan."""
+    assert manifest.scene is not None
+    layers = tuple(
+        plan(
+            replace(
+                request,
+                prompt=object_caption(scene, k, manifest.scene),
+                seed=(params.seed + k * LAYER_SEED_STRIDE) % (MAX_SEED + 1),
+            ),
+            manifest,
+            can_encode_video,
+        )
+        for k in range(len(scene.objects))
+    )
+    first = layers[0]
+    return replace(
+        first,
+        request=params,
+        windows=(),
+        warnings=warnings,
+        layers=layers,
+        relation=scene.relation,
     )
 
 
@@ -318,6 +386,8 @@ def prompt_warnings(
 
 def duration_of(plan_: Plan, manifest: ModelManifest) -> float:
     """Seconds of video the plan makes (an extension's input included)."""
+    if plan_.layers:
+        return duration_of(plan_.layers[0], manifest)
     made = sum(w.take for w in plan_.windows)
     extra = len(plan_.video) if plan_.extends and plan_.video is not None else 0
     return (made + extra) / manifest.fps

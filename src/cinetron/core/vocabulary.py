@@ -61,7 +61,7 @@ def check_prompt(field: str, text: str, manifest: ModelManifest) -> str | None:
         raise InvalidArgument(
             field,
             f"the {manifest.family!r} model knows none of the words in {_quote(text)}, so it "
-            f"cannot follow it; it draws one object described with these words — {draws}",
+            f"cannot follow it; it draws what these words describe — {draws}",
         )
     if reading.unknown:
         return (

@@ -71,13 +71,50 @@ def to_unit(frames: np.ndarray) -> torch.Tensor:
     return x.permute(0, 4, 1, 2, 3).contiguous()
 
 
+# The scenes of a training set (world v2): one object placed as in v1 (its whole path
+# inside the frame), one object anywhere on the torus (it may cross an edge: what a long
+# video needs), or two objects (some captions relate them). Shares sum to 1.
+SCENE_MIX = {"single": 0.45, "single_anywhere": 0.2, "pair": 0.35}
+TWIN_SHARE = 0.15  # of pairs: two identical objects ("two red circles moving left")
+RELATION_SHARE = 0.5  # of the other pairs: the caption says where one is of the other
+
+
+def random_example(
+    rng: np.random.Generator, fits: Callable[[str], bool] = lambda _: True
+) -> tuple[world.Scene, str]:
+    """One training scene and a caption of it that ``fits`` (the text encoder's length)."""
+    kind = rng.choice(list(SCENE_MIX), p=list(SCENE_MIX.values()))
+    if kind != "pair":
+        combos = captions.train_combinations()
+        a = combos[int(rng.integers(len(combos)))]
+        scene = world.sample_scene(rng, *a, anywhere=kind == "single_anywhere")
+        return scene, captions.caption(rng, a)
+    background = list(world.BACKGROUNDS)[int(rng.integers(len(world.BACKGROUNDS)))]
+    triples = [t for t in captions.train_triples() if world.valid_combination(background, t[0])]
+    first = triples[int(rng.integers(len(triples)))]
+    if rng.random() < TWIN_SHARE:
+        second, relation = first, None
+    else:
+        others = [t for t in triples if t[0] != first[0]]  # distinct colours tell them apart
+        second = others[int(rng.integers(len(others)))]
+        relation = (
+            world.RELATIONS[int(rng.integers(len(world.RELATIONS)))]
+            if rng.random() < RELATION_SHARE
+            else None
+        )
+    scene = world.sample_pair(rng, background, first, second, relation)
+    for _ in range(20):
+        text = captions.pair_caption(rng, background, first, second, relation)
+        if fits(text):
+            break
+    return scene, text
+
+
 def random_clips(
-    rng: np.random.Generator, n: int
-) -> tuple[npt.NDArray[np.uint8], list[tuple[str, str, str, str]]]:
-    combos = captions.train_combinations()
-    attrs = [combos[int(i)] for i in rng.integers(len(combos), size=n)]
-    clips = np.stack([world.render(world.sample_scene(rng, *a)) for a in attrs])
-    return clips, attrs
+    rng: np.random.Generator, n: int, fits: Callable[[str], bool] = lambda _: True
+) -> tuple[npt.NDArray[np.uint8], list[str]]:
+    examples = [random_example(rng, fits) for _ in range(n)]
+    return np.stack([world.render(scene) for scene, _ in examples]), [t for _, t in examples]
 
 
 class Logger:
@@ -177,13 +214,18 @@ def encode_texts(texts: list[str], batch: int = 256) -> tuple[torch.Tensor, torc
 def build_dit_dataset(
     cfg: TrainConfig, vae: VideoAutoencoder
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Latents of fresh clips paired with a random caption each; index 0 of texts is ""."""
+    """Latents of fresh clips paired with a caption each; index 0 of texts is ""."""
     rng = np.random.default_rng(cfg.seed + 1)
+    tok = PromptTokenizer(tokenizer_file(), TEXT_LENGTH)
+
+    def fits(text: str) -> bool:  # a truncated caption would lose what it says last
+        return int(tok([text]).token_counts[0]) <= TEXT_LENGTH
+
     latents, texts = [], [""]
     for _ in tqdm(range(0, cfg.dit_examples, 64), desc="latents", dynamic_ncols=True):
-        clips, attrs = random_clips(rng, 64)
+        clips, batch_texts = random_clips(rng, 64, fits)
         latents.append(vae.encode(to_unit(clips)))
-        texts.extend(captions.caption(rng, a) for a in attrs)
+        texts.extend(batch_texts)
     embeds, masks = encode_texts(texts)
     return torch.cat(latents)[: cfg.dit_examples], embeds, masks
 
@@ -196,6 +238,7 @@ def cached_dit_dataset(
     key = {
         "seed": cfg.seed,
         "examples": cfg.dit_examples,
+        "world": 2,
         "vae": float(sum(p.double().sum() for p in vae.state_dict().values())),
     }
     path = Path(cfg.dataset_cache) if cfg.dataset_cache else None

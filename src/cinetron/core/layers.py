@@ -1,0 +1,157 @@
+"""Scenes of several objects drawn as layers: one single-object video per object, each
+on the same plain background, composed into one.
+
+The model draws one object well and two together poorly (it does not bind each phrase of
+a two-object caption to its own object: docs/model-v2.md). On a torus frame with a plain
+background a layer can be moved anywhere without changing what it shows, so ``place``
+rolls the second layer to where the prompt's relation puts it at the first frame
+(``world.relation_of``'s rule: the axis the centres differ most on) and where the two
+objects never overlap, and ``composite`` draws it over the first.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+from cinetron.core.request import Frames
+
+# A pixel is the object's by how far it is from the background (max over channels):
+# below LOW it is background, above HIGH the object, between them the decoder's soft edge.
+LOW, HIGH = 12.0, 48.0
+GAP_PX = 2  # background kept between the two objects at the first frame, at least
+ROOM_PX = 6  # and as much as this where there is room (a judge, or an eye, tells them apart)
+RELATION_MARGIN_PX = 4.0  # the relation's axis leads the other by at least this
+
+Alpha = npt.NDArray[np.float32]  # [F, H, W] in [0, 1]
+
+
+def background_colour(frames: Frames) -> npt.NDArray[np.float32]:
+    """The plain background's RGB: the median pixel (the object covers far less than half)."""
+    return np.median(frames.reshape(-1, 3), axis=0).astype(np.float32)
+
+
+def alpha(frames: Frames) -> Alpha:
+    """``[F, H, W, 3]`` → how much each pixel is the object's, ``[F, H, W]``."""
+    away = np.abs(frames.astype(np.float32) - background_colour(frames)).max(axis=-1)
+    return np.clip((away - LOW) / (HIGH - LOW), 0.0, 1.0).astype(np.float32)
+
+
+def _circular_mean(weights: npt.NDArray[np.float32], axis: int, period: int) -> float:
+    profile = weights.sum(axis=axis)
+    angle = np.arange(period) * 2 * np.pi / period
+    c, s = float((profile * np.cos(angle)).sum()), float((profile * np.sin(angle)).sum())
+    return float(np.mod(np.arctan2(s, c), 2 * np.pi) * period / (2 * np.pi))
+
+
+def centre(mask: npt.NDArray[np.float32]) -> tuple[float, float] | None:
+    """(y, x) of an object on the torus (circular means), or None without one."""
+    if float(mask.sum()) < 1.0:
+        return None
+    h, w = mask.shape
+    return _circular_mean(mask, 1, h), _circular_mean(mask, 0, w)
+
+
+def _dilate(mask: npt.NDArray[np.bool_], px: int) -> npt.NDArray[np.bool_]:
+    out = mask.copy()
+    for _ in range(px):
+        grown = out.copy()
+        for axis in (-1, -2):
+            grown |= np.roll(out, 1, axis) | np.roll(out, -1, axis)
+        out = grown
+    return out
+
+
+def _overlaps(a: npt.NDArray[np.bool_], b: npt.NDArray[np.bool_]) -> npt.NDArray[np.float64]:
+    """``[H, W]``: pixels where ``a`` meets ``b`` rolled by (dy, dx), summed over frames
+    (circular cross-correlation, one FFT per frame)."""
+    fa = np.fft.rfft2(a.astype(np.float64))
+    fb = np.fft.rfft2(b.astype(np.float64))
+    corr = np.fft.irfft2((fa * np.conj(fb)).sum(axis=0), s=a.shape[1:])
+    return np.rint(corr)
+
+
+def _inside(mask: npt.NDArray[np.bool_]) -> bool:
+    """The object does not touch the frame's edges (its frame-0 centre is then plain)."""
+    return not (mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any())
+
+
+def relation_holds(first: tuple[float, float], second: tuple[float, float], relation: str) -> bool:
+    """``first`` is ``relation`` ("left of", "right of", "above", "below") ``second``,
+    with its axis leading the other by ``RELATION_MARGIN_PX``."""
+    dy, dx = second[0] - first[0], second[1] - first[1]
+    lead = {"left of": dx, "right of": -dx, "above": dy, "below": -dy}[relation]
+    other = abs(dy) if relation in ("left of", "right of") else abs(dx)
+    return lead >= other + RELATION_MARGIN_PX
+
+
+Shift = tuple[int, int]  # a roll (dy, dx) in pixels
+
+# Where the first object's centre goes on the relation's axis, as a share of the frame:
+# room on the far side for the second one.
+LEAD = {"left of": (None, 1 / 3), "right of": (None, 2 / 3), "above": (1 / 3, None),
+        "below": (2 / 3, None)}  # fmt: skip
+
+
+def lead(first: Alpha, relation: str | None) -> Shift:
+    """The roll of the ``first`` layer that leaves room for the second where ``relation``
+    puts it (none without one: the first object stays where it was drawn)."""
+    at = centre(first[0])
+    if relation is None or at is None:
+        return (0, 0)
+    _, h, w = first.shape
+    share_y, share_x = LEAD[relation]
+    dy = 0 if share_y is None else round(share_y * h - at[0])
+    dx = 0 if share_x is None else round(share_x * w - at[1])
+    return (dy, dx)
+
+
+def box_centre(mask: npt.NDArray[np.bool_]) -> tuple[float, float] | None:
+    """(y, x) of the middle of an object's bounding box (the world's and the judge's
+    place of an object), for one inside the frame."""
+    ys, xs = np.nonzero(mask)
+    if len(ys) == 0:
+        return None
+    return (float(ys.min() + ys.max()) / 2, float(xs.min() + xs.max()) / 2)
+
+
+def place(first: Alpha, second: Alpha, relation: str | None = None) -> Shift:
+    """The roll (dy, dx) of the ``second`` layer, the best by, in turn: the ``relation``
+    of the first object to the second holds at frame 0 with both inside the frame (a
+    relation is read there); the two are apart at frame 0 (``GAP_PX`` of background);
+    they come within ``ROOM_PX`` of each other least over the clip (objects that grow
+    may have to); the smallest move."""
+    a, b = first > 0.5, second > 0.5
+    _, h, w = a.shape
+    clash = _overlaps(_dilate(a, ROOM_PX), b)
+    touch = _overlaps(_dilate(a[:1], GAP_PX), b[:1])
+    ca = box_centre(a[0]) if _inside(a[0]) else None
+    best: tuple[bool, bool, float, float, int, int] | None = None
+    for dy in range(h):
+        for dx in range(w):
+            related = True
+            if relation is not None:
+                moved = np.roll(b[0], (dy, dx), axis=(0, 1))
+                at = box_centre(moved) if _inside(moved) else None
+                related = ca is not None and at is not None and relation_holds(ca, at, relation)
+            sy, sx = min(dy, h - dy), min(dx, w - dx)
+            key = (
+                not related,
+                bool(touch[dy, dx] > 0),
+                float(clash[dy, dx]),
+                float(sy * sy + sx * sx),
+                dy,
+                dx,
+            )
+            if best is None or key < best:
+                best = key
+    assert best is not None
+    return (best[4], best[5])
+
+
+def composite(under: Frames, over: Frames, shift: tuple[int, int] = (0, 0)) -> Frames:
+    """``over``'s object (rolled by ``shift``) drawn on ``under``: ``[F, H, W, 3]`` each."""
+    moved = np.roll(over, shift, axis=(1, 2))
+    a = alpha(moved)[..., None]
+    mixed = under.astype(np.float32) * (1 - a) + moved.astype(np.float32) * a
+    return np.rint(mixed).astype(np.uint8)
