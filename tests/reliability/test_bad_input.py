@@ -100,7 +100,8 @@ GENERATE_CASES = [
     gen("prompt_emoji_only", C.INVALID_ARGUMENT, "knows none of the words", prompt="🎥🔴⬅️ " * 50),
     gen("prompt_zero_width_only", C.INVALID_ARGUMENT, "knows none of the words",
         prompt="\u200b\u200d\ufeff"),
-    gen("prompt_chinese", C.INVALID_ARGUMENT, "it draws one object", prompt="红色圆形向左移动"),
+    gen("prompt_chinese", C.INVALID_ARGUMENT, "it draws what these words describe",
+        prompt="红色圆形向左移动"),
     gen("prompt_out_of_world", C.INVALID_ARGUMENT, "color: red, green",
         prompt="a cat playing the piano"),
     # negative prompt
