@@ -133,6 +133,32 @@ def test_two_objects_plan_one_layer_each_with_its_own_seed_and_the_relation(
     assert p.request.prompt == prompt  # what was asked stays what the job reports
 
 
+def test_two_growing_objects_are_drawn_smaller_to_keep_apart() -> None:
+    """Full size, two growing squares cannot keep apart; smaller, each is still a square
+    that grows, in its own place, and the two never touch."""
+    a = rendered(("black", "red", "square", "grows"), 3)
+    b = rendered(("black", "blue", "square", "grows"), 4)
+    _, full = layers.place(layers.matte(a), layers.matte(b))
+    composed = layers.arrange([a, b], "left of", world.FRAMES)
+    shown = layers.alpha(composed) > 0.5
+    assert full > 0 and shown.sum() < (layers.alpha(a) > 0.5).sum() + (layers.alpha(b) > 0.5).sum()
+    asked = [("red", "square", "grows"), ("blue", "square", "grows")]
+    match = match_scene(judge_scene(composed, 2), "black", asked, "left of")
+    assert match.all, match
+
+
+def test_a_layer_brings_its_object_not_its_specks() -> None:
+    a = rendered(("white", "green", "circle", "still"), 5)
+    b = rendered(("white", "purple", "triangle", "still"), 6)
+    b[:, 2:4, 2:4] = world.COLORS["purple"]  # a speck far from the triangle
+    composed = layers.arrange([a, b], None, world.FRAMES)
+    verdict = judge_scene(composed, 2)
+    assert verdict.problem is None
+    assert sorted(o.attributes for o in verdict.objects) == [
+        ("green", "circle", "still"), ("purple", "triangle", "still"),
+    ]  # fmt: skip
+
+
 def rendered(attributes: tuple[str, str, str, str], seed: int) -> np.ndarray:
     return world.render(world.sample_scene(np.random.default_rng(seed), *attributes))
 
@@ -151,10 +177,7 @@ def test_layers_composed_show_both_objects_where_the_relation_puts_them(relation
         second = others[int(rng.integers(len(others)))]
         a = rendered((background, *first), 100 + trial)
         b = rendered((background, *second), 200 + trial)
-        lead = layers.lead(layers.alpha(a[:1]), relation)
-        a = np.roll(a, lead, axis=(1, 2))
-        shift = layers.place(layers.alpha(a), layers.alpha(b), relation)
-        composed = layers.composite(a, b, shift)
+        composed = layers.arrange([a, b], relation, world.FRAMES)
         match = match_scene(judge_scene(composed, 2), background, [first, second], relation)
         hits += match.relation is True
         # Both drawn, each as it was.
@@ -165,8 +188,7 @@ def test_layers_composed_show_both_objects_where_the_relation_puts_them(relation
 def test_twins_are_drawn_apart() -> None:
     a = rendered(("gray", "yellow", "square", "still"), 1)
     b = rendered(("gray", "yellow", "square", "still"), 2)
-    shift = layers.place(layers.alpha(a), layers.alpha(b))
-    composed = layers.composite(a, b, shift)
+    composed = layers.arrange([a, b], None, world.FRAMES)
     verdict = judge_scene(composed, 2)
     assert verdict.problem is None
     assert [o.attributes for o in verdict.objects] == [("yellow", "square", "still")] * 2

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+from cinetron.core.blobs import largest_blobs
 from cinetron.core.request import Frames
 
 # A pixel is the object's by how far it is from the background (max over channels):
@@ -115,12 +116,13 @@ def box_centre(mask: npt.NDArray[np.bool_]) -> tuple[float, float] | None:
     return (float(ys.min() + ys.max()) / 2, float(xs.min() + xs.max()) / 2)
 
 
-def place(first: Alpha, second: Alpha, relation: str | None = None) -> Shift:
+def place(first: Alpha, second: Alpha, relation: str | None = None) -> tuple[Shift, int]:
     """The roll (dy, dx) of the ``second`` layer, the best by, in turn: the ``relation``
     of the first object to the second holds at frame 0 with both inside the frame (a
     relation is read there); the two are apart at frame 0 (``GAP_PX`` of background);
     they come within ``ROOM_PX`` of each other least over the clip (objects that grow
-    may have to); the smallest move."""
+    may have to); the smallest move. Also returns that closeness (pixel-frames; 0: they
+    keep ``ROOM_PX`` apart all clip)."""
     a, b = first > 0.5, second > 0.5
     _, h, w = a.shape
     clash = _overlaps(_dilate(a, ROOM_PX), b)
@@ -146,12 +148,78 @@ def place(first: Alpha, second: Alpha, relation: str | None = None) -> Shift:
             if best is None or key < best:
                 best = key
     assert best is not None
-    return (best[4], best[5])
+    return (best[4], best[5]), int(best[2])
 
 
-def composite(under: Frames, over: Frames, shift: tuple[int, int] = (0, 0)) -> Frames:
-    """``over``'s object (rolled by ``shift``) drawn on ``under``: ``[F, H, W, 3]`` each."""
+def matte(frames: Frames) -> Alpha:
+    """The layer's object alone: ``alpha`` cut to each frame's largest blob (grown by a
+    pixel for its soft edge). A layer brings its object, not specks elsewhere in it."""
+    a = alpha(frames)
+    main = largest_blobs(a > 0.5)
+    return (a * _dilate(main, 1)).astype(np.float32)
+
+
+def shrink(frames: Frames, scale: float) -> Frames:
+    """The layer's object drawn ``scale`` times its size about its own centre in every
+    frame: where it is and how it moves stay, there is more room beside it. Nearest
+    pixels, not blends: a blend of an edge with the background is a colour of its own."""
+    a = matte(frames)
+    _, h, w, _ = frames.shape
+    grid_y, grid_x = np.mgrid[0:h, 0:w]
+    ys = np.rint(h / 2 + (grid_y - h / 2) / scale).astype(int)
+    xs = np.rint(w / 2 + (grid_x - w / 2) / scale).astype(int)
+    off = (ys < 0) | (ys >= h) | (xs < 0) | (xs >= w)
+    ys, xs = ys.clip(0, h - 1), xs.clip(0, w - 1)
+    background = np.rint(background_colour(frames)).astype(np.uint8)
+    out = np.empty_like(frames)
+    for f, frame in enumerate(frames):
+        where = centre(a[f])
+        if where is None:
+            out[f] = frame
+            continue
+        to_middle = (round(h / 2 - where[0]), round(w / 2 - where[1]))
+        small = np.roll(frame, to_middle, axis=(0, 1))[ys, xs]
+        small[off] = background  # what lay beyond the frame's edge is background
+        out[f] = np.roll(small, (-to_middle[0], -to_middle[1]), axis=(0, 1))
+    return out
+
+
+def composite(under: Frames, over: Frames, shift: Shift = (0, 0)) -> Frames:
+    """``over``'s object (its ``matte``, rolled by ``shift``) drawn on ``under``."""
     moved = np.roll(over, shift, axis=(1, 2))
-    a = alpha(moved)[..., None]
+    a = matte(moved)[..., None]
     mixed = under.astype(np.float32) * (1 - a) + moved.astype(np.float32) * a
     return np.rint(mixed).astype(np.uint8)
+
+
+# How much smaller a layer's object is drawn when two at full size cannot keep apart
+# (two growing objects): the world's pairs are 12-18 px against one object's 14-24.
+SHRINK = 0.75
+
+
+def arrange(videos: list[Frames], relation: str | None, clip: int) -> Frames:
+    """The layers' videos (``[N, H, W, 3]`` each, one object each, the same background)
+    as one: each object keyed from its layer onto the plain background, the first moved
+    to leave room on the relation's side, the others where ``place`` puts them (judged
+    on the first ``clip`` frames). Clips whose objects cannot keep apart at full size
+    are composed again with every object ``SHRINK`` times smaller."""
+    first, others = videos[0], videos[1:]
+    if not others:
+        return first
+    canvas = np.broadcast_to(np.rint(background_colour(first)).astype(np.uint8), first.shape)
+    for scale in (1.0, SHRINK):
+        if scale != 1.0:
+            if len(first) > clip:  # a long video's object may cross edges: keep its size
+                break
+            first, others = shrink(first, scale), [shrink(v, scale) for v in others]
+        start = lead(matte(first[:1]), relation)
+        out = composite(canvas, first, start)
+        base = matte(out[:clip])
+        closeness = 0
+        for k, other in enumerate(others):
+            shift, near = place(base, matte(other[:clip]), relation if k == 0 else None)
+            out = composite(out, other, shift)
+            base, closeness = matte(out[:clip]), closeness + near
+        if closeness == 0:
+            break
+    return out

@@ -307,7 +307,7 @@ class Pipeline:
         on_progress: ProgressCallback | None,
         should_stop: StopCheck | None,
     ) -> Video:
-        """Each layer's video, then each drawn over the first where ``layers.place`` puts it."""
+        """Each layer's video, then composed into one (``layers.arrange``)."""
         started, total = time.perf_counter(), job.total_steps
         done, reached = 0, [0]
         videos: list[Video] = []
@@ -325,13 +325,8 @@ class Pipeline:
                     f"generation stopped before step {reached[0] + 1} of {total}"
                 ) from None
             done += layer.total_steps
-        first, clip = videos[0], self.manifest.frames
-        lead = layers.lead(layers.alpha(first.frames[:1]), job.relation)
-        frames = np.roll(first.frames, lead, axis=(1, 2))
-        base = layers.alpha(frames[:clip])
-        for other in videos[1:]:
-            shift = layers.place(base, layers.alpha(other.frames[:clip]), job.relation)
-            frames = layers.composite(frames, other.frames, shift)
+        first = videos[0]
+        frames = layers.arrange([v.frames for v in videos], job.relation, self.manifest.frames)
         timings = {key: sum(v.timings.get(key, 0.0) for v in videos) for key in first.timings}
         return replace(first, frames=frames, plan=job, timings=timings)
 

@@ -29,6 +29,7 @@ from itertools import permutations
 import numpy as np
 import numpy.typing as npt
 
+from cinetron.core.blobs import label, largest_blobs
 from cinetron.models.world import (
     BACKGROUNDS,
     COLORS,
@@ -122,28 +123,6 @@ def object_masks(frames: Frames, background: str) -> Mask:
     return np.asarray(along > 0.5)
 
 
-def label(mask: Mask) -> npt.NDArray[np.int64]:
-    """``[..., H, W]`` → the same shape: each pixel of ``mask`` labelled with the flat index
-    of the first pixel of its 4-connected blob on the torus (the last two axes wrap); -1
-    off the mask. Blobs never join across the leading axes (frames)."""
-    none = mask.size  # larger than every index, so min() never picks it
-    labels = np.where(mask, np.arange(mask.size).reshape(mask.shape), none)
-    while True:
-        least = labels
-        for axis in (-2, -1):
-            for shift in (1, -1):
-                least = np.minimum(least, np.roll(labels, shift, axis=axis))
-        least = np.where(mask, least, none)
-        # A label names a pixel of the same blob; taking that pixel's label jumps along
-        # the blob, so a long thin blob needs a few passes, not one per pixel.
-        flat = least.reshape(-1)
-        on = flat < none
-        flat[on] = flat[flat[on]]
-        if np.array_equal(least, labels):
-            return np.where(mask, labels, -1)
-        labels = least
-
-
 def components(mask: Mask) -> list[int]:
     """Sizes of the 4-connected blobs of an ``[H, W]`` mask on the torus, largest first."""
     return blob_sizes(mask[None])[0]
@@ -157,20 +136,6 @@ def blob_sizes(masks: Mask) -> list[list[int]]:
     for i, c in zip(ids // (masks.shape[1] * masks.shape[2]), counts, strict=True):
         per_frame[int(i)].append(int(c))
     return [sorted(sizes, reverse=True) for sizes in per_frame]
-
-
-def largest_blobs(masks: Mask) -> Mask:
-    """Each frame of ``[F, H, W]`` masks cut to its largest blob, so specks of noise do not
-    move the centroid (an object across an edge is one blob)."""
-    labels = label(masks)
-    ids, counts = np.unique(labels[masks], return_counts=True)
-    frame_of = ids // (masks.shape[1] * masks.shape[2])
-    keep = [
-        int(ids[on][int(np.argmax(counts[on]))])
-        for f in range(len(masks))
-        if (on := frame_of == f).any()
-    ]
-    return np.asarray(np.isin(labels, keep))
 
 
 def _grow(masks: Mask) -> Mask:
