@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from cinetron.contract.manifest import ModelManifest
-from cinetron.core import layers
+from cinetron.core import blobs, layers
+from cinetron.core.blobs import centroid
 from cinetron.core.pipeline import Pipeline
 from cinetron.core.plan import LAYER_SEED_STRIDE, plan
 from cinetron.core.request import GenerationRequest
@@ -185,6 +186,32 @@ def test_layers_composed_show_both_objects_where_the_relation_puts_them(relation
     assert hits >= 11  # the relation holds (growing objects may leave no room once)
 
 
+@pytest.mark.parametrize("relation", world.RELATIONS)
+def test_the_relation_of_every_roll_is_read_as_the_rolled_frame_shows_it(relation: str) -> None:
+    """``layers.related`` reads all 64x64 rolls at once from the objects' extents; here
+    each roll is made and read directly: both off the edges, bounding-box centres, the
+    shared rule (``blobs.relation_lead``). Objects across an edge are among them."""
+    rng = np.random.default_rng(len(relation))
+    for _ in range(3):
+        a, b = (
+            world.shape_mask(
+                str(rng.choice(world.SHAPES)), *rng.uniform(0, 64, 2), rng.uniform(8, 24)
+            )
+            for _ in range(2)
+        )
+        fast = layers.related(a, b, relation)
+        for dy in range(0, 64, 3):
+            for dx in range(0, 64, 3):
+                moved = np.roll(b, (dy, dx), axis=(0, 1))
+                edges = [m[[0, -1]].any() or m[:, [0, -1]].any() for m in (a, moved)]
+                (ya, xa), (yb, xb) = (
+                    [(i.min() + i.max()) / 2 for i in np.nonzero(m)] for m in (a, moved)
+                )
+                lead = blobs.relation_lead(xb - xa, yb - ya, relation)
+                slow = not any(edges) and float(lead) >= layers.RELATION_MARGIN_PX
+                assert bool(fast[dy, dx]) == slow, (dy, dx)
+
+
 def test_twins_are_drawn_apart() -> None:
     a = rendered(("gray", "yellow", "square", "still"), 1)
     b = rendered(("gray", "yellow", "square", "still"), 2)
@@ -228,6 +255,6 @@ def test_a_long_video_keeps_its_object_across_the_edges(pipeline: Pipeline) -> N
     assert summary.identity == summary.windows
     assert summary.asked_motion >= summary.windows - 1
     # It travelled further than one frame is wide, so it crossed an edge on the way.
-    xs = [layers.centre(layers.alpha(f[None])[0]) for f in video.frames]
-    steps = np.diff([x[1] for x in xs if x is not None])
+    xs = [centroid(layers.alpha(f[None])[0] > 0.5) for f in video.frames]
+    steps = np.diff([x[0] for x in xs if x is not None])
     assert float(np.sum(np.mod(steps + 32, 64) - 32)) < -64

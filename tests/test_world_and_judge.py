@@ -9,6 +9,7 @@ import dataclasses
 import numpy as np
 import pytest
 
+from cinetron.core import blobs
 from cinetron.models import captions, world
 from cinetron.tools.judge import (
     centroid,
@@ -175,7 +176,7 @@ def test_an_object_split_across_the_edge_is_one_object_centred_on_the_edge() -> 
     centre = centroid(mask)
     assert centre is not None
     # Pixel centres sit at i + 0.5, so the object's centre x = 63 is pixel 62.5.
-    assert abs(world.wrapped(np.array(centre[0] - 62.5))) < 0.5 and abs(centre[1] - 19.5) < 0.5
+    assert abs(blobs.wrapped(np.array(centre[0] - 62.5), 64)) < 0.5 and abs(centre[1] - 19.5) < 0.5
     assert judge(frames).attributes == ("gray", "red", "square", "right")
 
 

@@ -5,7 +5,7 @@ The model draws one object well and two together poorly (it does not bind each p
 a two-object caption to its own object: docs/model-v2.md). On a torus frame with a plain
 background a layer can be moved anywhere without changing what it shows, so ``place``
 rolls the second layer to where the prompt's relation puts it at the first frame
-(``world.relation_of``'s rule: the axis the centres differ most on) and where the two
+(``blobs.relation_of``'s rule: the axis the centres differ most on) and where the two
 objects never overlap, and ``composite`` draws it over the first.
 """
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from cinetron.core.blobs import largest_blobs
+from cinetron.core.blobs import centroid, grow, largest_blobs, relation_lead
 from cinetron.core.request import Frames
 
 # A pixel is the object's by how far it is from the background (max over channels):
@@ -38,31 +38,6 @@ def alpha(frames: Frames) -> Alpha:
     return np.clip((away - LOW) / (HIGH - LOW), 0.0, 1.0).astype(np.float32)
 
 
-def _circular_mean(weights: npt.NDArray[np.float32], axis: int, period: int) -> float:
-    profile = weights.sum(axis=axis)
-    angle = np.arange(period) * 2 * np.pi / period
-    c, s = float((profile * np.cos(angle)).sum()), float((profile * np.sin(angle)).sum())
-    return float(np.mod(np.arctan2(s, c), 2 * np.pi) * period / (2 * np.pi))
-
-
-def centre(mask: npt.NDArray[np.float32]) -> tuple[float, float] | None:
-    """(y, x) of an object on the torus (circular means), or None without one."""
-    if float(mask.sum()) < 1.0:
-        return None
-    h, w = mask.shape
-    return _circular_mean(mask, 1, h), _circular_mean(mask, 0, w)
-
-
-def _dilate(mask: npt.NDArray[np.bool_], px: int) -> npt.NDArray[np.bool_]:
-    out = mask.copy()
-    for _ in range(px):
-        grown = out.copy()
-        for axis in (-1, -2):
-            grown |= np.roll(out, 1, axis) | np.roll(out, -1, axis)
-        out = grown
-    return out
-
-
 def _overlaps(a: npt.NDArray[np.bool_], b: npt.NDArray[np.bool_]) -> npt.NDArray[np.float64]:
     """``[H, W]``: pixels where ``a`` meets ``b`` rolled by (dy, dx), summed over frames
     (circular cross-correlation, one FFT per frame)."""
@@ -70,20 +45,6 @@ def _overlaps(a: npt.NDArray[np.bool_], b: npt.NDArray[np.bool_]) -> npt.NDArray
     fb = np.fft.rfft2(b.astype(np.float64))
     corr = np.fft.irfft2((fa * np.conj(fb)).sum(axis=0), s=a.shape[1:])
     return np.rint(corr)
-
-
-def _inside(mask: npt.NDArray[np.bool_]) -> bool:
-    """The object does not touch the frame's edges (its frame-0 centre is then plain)."""
-    return not (mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any())
-
-
-def relation_holds(first: tuple[float, float], second: tuple[float, float], relation: str) -> bool:
-    """``first`` is ``relation`` ("left of", "right of", "above", "below") ``second``,
-    with its axis leading the other by ``RELATION_MARGIN_PX``."""
-    dy, dx = second[0] - first[0], second[1] - first[1]
-    lead = {"left of": dx, "right of": -dx, "above": dy, "below": -dy}[relation]
-    other = abs(dy) if relation in ("left of", "right of") else abs(dx)
-    return lead >= other + RELATION_MARGIN_PX
 
 
 Shift = tuple[int, int]  # a roll (dy, dx) in pixels
@@ -97,23 +58,46 @@ LEAD = {"left of": (None, 1 / 3), "right of": (None, 2 / 3), "above": (1 / 3, No
 def lead(first: Alpha, relation: str | None) -> Shift:
     """The roll of the ``first`` layer that leaves room for the second where ``relation``
     puts it (none without one: the first object stays where it was drawn)."""
-    at = centre(first[0])
+    at = centroid(first[0] > 0.5)
     if relation is None or at is None:
         return (0, 0)
     _, h, w = first.shape
     share_y, share_x = LEAD[relation]
-    dy = 0 if share_y is None else round(share_y * h - at[0])
-    dx = 0 if share_x is None else round(share_x * w - at[1])
+    dy = 0 if share_y is None else round(share_y * h - at[1])
+    dx = 0 if share_x is None else round(share_x * w - at[0])
     return (dy, dx)
 
 
-def box_centre(mask: npt.NDArray[np.bool_]) -> tuple[float, float] | None:
-    """(y, x) of the middle of an object's bounding box (the world's and the judge's
-    place of an object), for one inside the frame."""
-    ys, xs = np.nonzero(mask)
-    if len(ys) == 0:
-        return None
-    return (float(ys.min() + ys.max()) / 2, float(xs.min() + xs.max()) / 2)
+def _boxes(
+    occupied: npt.NDArray[np.bool_],
+) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.float64]]:
+    """For one axis of an object (``occupied``: which of its ``n`` rows, or columns, it
+    covers) rolled by each of 0..n-1: whether it then keeps off both edges of the frame,
+    and the middle of its extent there (the world's and the judge's place of an object)."""
+    n = len(occupied)
+    rows = np.nonzero(occupied)[0]
+    if len(rows) == 0:
+        return np.zeros(n, dtype=bool), np.zeros(n)
+    moved = (rows[None, :] + np.arange(n)[:, None]) % n  # [shift, row]
+    inside = ~((moved == 0) | (moved == n - 1)).any(axis=1)
+    return inside, (moved.min(axis=1) + moved.max(axis=1)) / 2
+
+
+def related(
+    first: npt.NDArray[np.bool_], second: npt.NDArray[np.bool_], relation: str
+) -> npt.NDArray[np.bool_]:
+    """``[H, W]``: for each roll (dy, dx) of ``second``, whether both objects keep off the
+    frame's edges and ``first`` is then ``relation`` ``second``, its axis leading the
+    other by ``RELATION_MARGIN_PX``. In closed form from each one's extent per axis."""
+    h, w = first.shape
+    in_y, at_y = _boxes(first.any(axis=1))
+    in_x, at_x = _boxes(first.any(axis=0))
+    if not (in_y[0] and in_x[0]):
+        return np.zeros((h, w), dtype=bool)
+    in_y2, at_y2 = _boxes(second.any(axis=1))
+    in_x2, at_x2 = _boxes(second.any(axis=0))
+    lead = relation_lead(at_x2[None, :] - at_x[0], at_y2[:, None] - at_y[0], relation)
+    return np.asarray(in_y2[:, None] & in_x2[None, :] & (lead >= RELATION_MARGIN_PX))
 
 
 def place(first: Alpha, second: Alpha, relation: str | None = None) -> tuple[Shift, int]:
@@ -125,30 +109,15 @@ def place(first: Alpha, second: Alpha, relation: str | None = None) -> tuple[Shi
     keep ``ROOM_PX`` apart all clip)."""
     a, b = first > 0.5, second > 0.5
     _, h, w = a.shape
-    clash = _overlaps(_dilate(a, ROOM_PX), b)
-    touch = _overlaps(_dilate(a[:1], GAP_PX), b[:1])
-    ca = box_centre(a[0]) if _inside(a[0]) else None
-    best: tuple[bool, bool, float, float, int, int] | None = None
-    for dy in range(h):
-        for dx in range(w):
-            related = True
-            if relation is not None:
-                moved = np.roll(b[0], (dy, dx), axis=(0, 1))
-                at = box_centre(moved) if _inside(moved) else None
-                related = ca is not None and at is not None and relation_holds(ca, at, relation)
-            sy, sx = min(dy, h - dy), min(dx, w - dx)
-            key = (
-                not related,
-                bool(touch[dy, dx] > 0),
-                float(clash[dy, dx]),
-                float(sy * sy + sx * sx),
-                dy,
-                dx,
-            )
-            if best is None or key < best:
-                best = key
-    assert best is not None
-    return (best[4], best[5]), int(best[2])
+    clash = _overlaps(grow(a, ROOM_PX), b)
+    touch = _overlaps(grow(a[:1], GAP_PX), b[:1])
+    ok = np.ones((h, w), dtype=bool) if relation is None else related(a[0], b[0], relation)
+    dy, dx = np.mgrid[0:h, 0:w]
+    sy, sx = np.minimum(dy, h - dy), np.minimum(dx, w - dx)
+    # np.lexsort sorts by its last key first.
+    keys = (dx, dy, sy * sy + sx * sx, clash, touch > 0, ~ok)
+    best = int(np.lexsort([k.reshape(-1) for k in keys])[0])
+    return (best // w, best % w), int(clash.reshape(-1)[best])
 
 
 def matte(frames: Frames) -> Alpha:
@@ -156,7 +125,7 @@ def matte(frames: Frames) -> Alpha:
     pixel for its soft edge). A layer brings its object, not specks elsewhere in it."""
     a = alpha(frames)
     main = largest_blobs(a > 0.5)
-    return (a * _dilate(main, 1)).astype(np.float32)
+    return (a * grow(main, 1)).astype(np.float32)
 
 
 def shrink(frames: Frames, scale: float) -> Frames:
@@ -173,11 +142,11 @@ def shrink(frames: Frames, scale: float) -> Frames:
     background = np.rint(background_colour(frames)).astype(np.uint8)
     out = np.empty_like(frames)
     for f, frame in enumerate(frames):
-        where = centre(a[f])
+        where = centroid(a[f] > 0.5)
         if where is None:
             out[f] = frame
             continue
-        to_middle = (round(h / 2 - where[0]), round(w / 2 - where[1]))
+        to_middle = (round(h / 2 - where[1]), round(w / 2 - where[0]))
         small = np.roll(frame, to_middle, axis=(0, 1))[ys, xs]
         small[off] = background  # what lay beyond the frame's edge is background
         out[f] = np.roll(small, (-to_middle[0], -to_middle[1]), axis=(0, 1))

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from cinetron.core import layers
+from cinetron.core.blobs import centroid
 from cinetron.core.buckets import frame_step
 from cinetron.core.compose import (
     SeamReport,
@@ -290,13 +291,13 @@ class Pipeline:
         view, exactly, because the background is plain.
         """
         _, cell_h, cell_w = self.manifest.vae_scale
-        where = layers.centre(layers.alpha(last_frame[None])[0])
+        where = centroid(layers.alpha(last_frame[None])[0] > 0.5)
         if where is None:
             return latents, view
         h, w = last_frame.shape[:2]
         new = (
-            round((where[0] - h / 2) / cell_h) * cell_h,
-            round((where[1] - w / 2) / cell_w) * cell_w,
+            round((where[1] - h / 2) / cell_h) * cell_h,
+            round((where[0] - w / 2) / cell_w) * cell_w,
         )
         cells = ((view[0] - new[0]) // cell_h, (view[1] - new[1]) // cell_w)
         return np.roll(latents, cells, axis=(-2, -1)), new

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from cinetron.core import blobs
+
 FRAMES = 16
 SIZE = 64
 FPS = 8
@@ -139,11 +141,9 @@ def sample_scene(
 
 
 def relation_of(a: Thing, b: Thing) -> str:
-    """Where ``a`` is relative to ``b`` at frame 0: along the axis they differ most on."""
-    dx, dy = b.x - a.x, b.y - a.y
-    if abs(dx) >= abs(dy):
-        return "left of" if dx > 0 else "right of"
-    return "above" if dy > 0 else "below"
+    """Where ``a`` is relative to ``b`` at frame 0 (``blobs.relation_of``'s rule: along
+    the axis they differ most on)."""
+    return blobs.relation_of(b.x - a.x, b.y - a.y)
 
 
 def _apart(a: Thing, b: Thing) -> bool:
@@ -186,18 +186,13 @@ def object_track(thing: Thing) -> npt.NDArray[np.float64]:
     return np.stack([thing.x + dx * progress, thing.y + dy * progress, sizes], axis=1)
 
 
-def wrapped(delta: npt.NDArray[np.float64], period: int = SIZE) -> npt.NDArray[np.float64]:
-    """Differences on the torus: into [-period/2, period/2)."""
-    return np.asarray((delta + period / 2) % period - period / 2)
-
-
 def shape_mask(
     shape: str, x: float, y: float, size: float, height: int = SIZE, width: int = SIZE
 ) -> npt.NDArray[np.bool_]:
     """Filled ``[H, W]`` mask of one shape centred at (x, y) on the torus (a shape across
     an edge shows its two parts at opposite sides), sampled at pixel centres."""
     ys, xs = np.mgrid[0:height, 0:width].astype(np.float64) + 0.5
-    u, v = wrapped(xs - x, width), wrapped(ys - y, height)
+    u, v = blobs.wrapped(xs - x, width), blobs.wrapped(ys - y, height)
     half = size / 2
     if shape == "circle":
         return bool_array(u**2 + v**2 <= half**2)

@@ -29,18 +29,8 @@ from itertools import permutations
 import numpy as np
 import numpy.typing as npt
 
-from cinetron.core.blobs import label, largest_blobs
-from cinetron.models.world import (
-    BACKGROUNDS,
-    COLORS,
-    FRAMES,
-    SHAPES,
-    SIZE,
-    TRAVEL_PX,
-    Thing,
-    relation_of,
-    wrapped,
-)
+from cinetron.core.blobs import centroid, grow, label, largest_blobs, relation_of, wrapped
+from cinetron.models.world import BACKGROUNDS, COLORS, FRAMES, SHAPES, SIZE, TRAVEL_PX
 
 Frames = npt.NDArray[np.uint8]  # [F, H, W, 3]
 Mask = npt.NDArray[np.bool_]
@@ -138,15 +128,6 @@ def blob_sizes(masks: Mask) -> list[list[int]]:
     return [sorted(sizes, reverse=True) for sizes in per_frame]
 
 
-def _grow(masks: Mask) -> Mask:
-    """Each mask and its 4-neighbours on the torus."""
-    out = masks.copy()
-    for axis in (-2, -1):
-        for shift in (1, -1):
-            out |= np.roll(masks, shift, axis=axis)
-    return out
-
-
 def judge_color(frames: Frames, masks: Mask, background: str) -> str:
     if not masks.any():
         return "none"
@@ -198,30 +179,6 @@ def _centred(mask: Mask, centre: tuple[float, float]) -> Mask:
     h, w = mask.shape
     shift = (round(h / 2 - centre[1]), round(w / 2 - centre[0]))
     return np.asarray(np.roll(mask, shift, axis=(0, 1)))
-
-
-def _circular_mean(coords: npt.NDArray[np.float64], period: int) -> float:
-    """The mean position of ``coords`` on a circle of ``period`` pixels, in [0, period).
-
-    The angle of the mean unit vector finds the side of the circle the points are on;
-    the plain mean of their wrapped offsets from there is then exact, and for points
-    away from the edges it is their ordinary mean (v1's centroids, unchanged)."""
-    angle = 2 * np.pi * coords / period
-    rough = float(np.arctan2(np.sin(angle).mean(), np.cos(angle).mean())) * period / (2 * np.pi)
-    return float((rough + wrapped(coords - rough, period).mean()) % period)
-
-
-def centroid(mask: Mask) -> tuple[float, float] | None:
-    """The object's centre ``(x, y)`` in pixels (circular means on the torus, in
-    [0, W) × [0, H)), or ``None`` when the mask is empty."""
-    ys, xs = np.nonzero(mask)
-    if not len(xs):
-        return None
-    h, w = mask.shape
-    return (
-        _circular_mean(xs.astype(np.float64), w),
-        _circular_mean(ys.astype(np.float64), h),
-    )
 
 
 @dataclass(frozen=True)
@@ -309,7 +266,7 @@ def background_problem(frames: Frames, background: str, masks: Mask) -> str | No
     """Why the pixels that are not the object(s) (``masks``, ``[F, H, W]``) are not a clean
     ``background``, or None. Judged around the objects, not on the border: objects on the
     torus may touch or cross it."""
-    rest = frames[~_grow(masks)].astype(np.float64)
+    rest = frames[~grow(masks)].astype(np.float64)
     if not len(rest):
         return f"no clean background: no pixel is left around the objects to be {background}"
     distance = _distance(rest, BACKGROUNDS[background])
@@ -345,7 +302,7 @@ def problem(frames: Frames, background: str, masks: Mask) -> str | None:
         return why
     # A second object: another blob of the object's colour, or a blob of another colour
     # (the mask follows one colour; the world's scenes may hold two).
-    stray = blob_sizes((colour_labels(frames, background)[1] >= 0) & ~_grow(masks))
+    stray = blob_sizes((colour_labels(frames, background)[1] >= 0) & ~grow(masks))
     doubled = sum(
         1
         for b, other in zip(blobs, stray, strict=True)
@@ -403,19 +360,14 @@ class SceneVerdict:
 
     def relation_of(self, i: int, j: int) -> str:
         """Where object ``i`` is relative to object ``j`` at the first frame, by the
-        world's rule (``world.relation_of``: the axis their centres differ most on)."""
+        world's rule (``blobs.relation_of``: the axis their centres differ most on)."""
         a, b = self.objects[i], self.objects[j]
-        return relation_of(_at(a.x, a.y), _at(b.x, b.y))
+        return relation_of(b.x - a.x, b.y - a.y)
 
     @property
     def relation(self) -> str | None:
         """``objects[0]`` relative to ``objects[1]``; None with fewer than two objects."""
         return self.relation_of(0, 1) if len(self.objects) >= 2 else None
-
-
-def _at(x: float, y: float) -> Thing:
-    """A point, as the world's ``relation_of`` takes Things."""
-    return Thing("", "", "", x, y, 0.0)
 
 
 def colour_labels(frames: Frames, background: str) -> tuple[list[str], npt.NDArray[np.int64]]:
@@ -575,7 +527,7 @@ def _record(
     for k, track in enumerate(tracks):
         if k in mine:
             mask = np.asarray(np.logical_or.reduce([blobs[i] for i in mine[k]]))
-            touched = bool((_grow(mask) & other).any())
+            touched = bool((grow(mask) & other).any())
             track.add(sighting(mask), not touched, mask)
         elif k in shared:
             group = [j for j, i in shared.items() if i == shared[k]]
