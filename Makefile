@@ -23,7 +23,7 @@ PROMPT ?= a red circle moving to the left on a black background
 SEED ?= 0
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: help install train train-stage export serve demo test test-slow lint bench loadtest serve-api deploy-check reliability clean storyboard-demo browser
+.PHONY: help install train train-stage train-plain export serve demo test test-slow lint bench loadtest serve-api deploy-check reliability clean storyboard-demo browser
 
 help:
 	@echo "make demo         install, export, start Triton, generate outputs/demo.mp4 from PROMPT"
@@ -31,6 +31,7 @@ help:
 	@echo "make install      create .venv with everything (CPU torch pinned)"
 	@echo "make train        retrain the shapes model into weights/ (about 2 hours on 2 cores)"
 	@echo "make train-stage  one resumable DiT stage on world v2 (STAGE_MINUTES=45)"
+	@echo "make train-plain  the fine-tune on single objects in plain captions (PLAIN_MINUTES=45)"
 	@echo "make export       write the Triton model repository (FLAVOUR=cpu|gpu)"
 	@echo "make serve        run tritonserver on the repository (127.0.0.1:8000/8001/8002; TRITON_*_PORT=)"
 	@echo "make lint         ruff + import-linter (layers) + mypy (everything) + proto lint"
@@ -72,6 +73,14 @@ STAGE_LR ?= 4e-4
 train-stage: install
 	$(CINETRON) train --out weights --skip-vae --resume --dit-examples 24000 \
 		--dit-minutes $(STAGE_MINUTES) --dit-lr $(STAGE_LR) --dataset-cache runs/dit_dataset_v2.pt
+
+# The fine-tune the committed weights end with (docs/model-v2.md): the DiT resumed from
+# weights/ on single objects placed as in v1, each in its plainest caption, the wording
+# every prompt is drawn from. Alone on the machine; resumable like train-stage.
+PLAIN_MINUTES ?= 45
+train-plain: install
+	$(CINETRON) train --out weights --skip-vae --resume --plain-singles --dit-examples 11000 \
+		--dit-minutes $(PLAIN_MINUTES) --dit-lr 2e-4 --dataset-cache runs/dit_dataset_plain.pt
 
 # The Triton model repository. cinetron.json is written last, so it marks a complete
 # export; it is redone when the weights, the export code or the model.py files change.

@@ -63,6 +63,9 @@ class TrainConfig:
     log_every: int = 50
     save_every_minutes: float = 5.0
     resume: bool = False
+    # One object placed as in v1, captioned in its plainest caption: the wording every
+    # one-object prompt is drawn from (core/scene.py), and the layers of two-object ones.
+    plain_singles: bool = False
 
 
 def to_unit(frames: np.ndarray) -> torch.Tensor:
@@ -80,15 +83,16 @@ RELATION_SHARE = 0.5  # of the other pairs: the caption says where one is of the
 
 
 def random_example(
-    rng: np.random.Generator, fits: Callable[[str], bool] = lambda _: True
+    rng: np.random.Generator, fits: Callable[[str], bool] = lambda _: True, plain: bool = False
 ) -> tuple[world.Scene, str]:
-    """One training scene and a caption of it that ``fits`` (the text encoder's length)."""
-    kind = rng.choice(list(SCENE_MIX), p=list(SCENE_MIX.values()))
+    """One training scene and a caption of it that ``fits`` (the text encoder's length);
+    ``plain``: one object placed as in v1, in its plainest caption."""
+    kind = "single" if plain else rng.choice(list(SCENE_MIX), p=list(SCENE_MIX.values()))
     if kind != "pair":
         combos = captions.train_combinations()
         a = combos[int(rng.integers(len(combos)))]
         scene = world.sample_scene(rng, *a, anywhere=kind == "single_anywhere")
-        return scene, captions.caption(rng, a)
+        return scene, captions.canonical_caption(a) if plain else captions.caption(rng, a)
     background = list(world.BACKGROUNDS)[int(rng.integers(len(world.BACKGROUNDS)))]
     triples = [t for t in captions.train_triples() if world.valid_combination(background, t[0])]
     first = triples[int(rng.integers(len(triples)))]
@@ -111,9 +115,12 @@ def random_example(
 
 
 def random_clips(
-    rng: np.random.Generator, n: int, fits: Callable[[str], bool] = lambda _: True
+    rng: np.random.Generator,
+    n: int,
+    fits: Callable[[str], bool] = lambda _: True,
+    plain: bool = False,
 ) -> tuple[npt.NDArray[np.uint8], list[str]]:
-    examples = [random_example(rng, fits) for _ in range(n)]
+    examples = [random_example(rng, fits, plain) for _ in range(n)]
     return np.stack([world.render(scene) for scene, _ in examples]), [t for _, t in examples]
 
 
@@ -223,7 +230,7 @@ def build_dit_dataset(
 
     latents, texts = [], [""]
     for _ in tqdm(range(0, cfg.dit_examples, 64), desc="latents", dynamic_ncols=True):
-        clips, batch_texts = random_clips(rng, 64, fits)
+        clips, batch_texts = random_clips(rng, 64, fits, cfg.plain_singles)
         latents.append(vae.encode(to_unit(clips)))
         texts.extend(batch_texts)
     embeds, masks = encode_texts(texts)
@@ -239,6 +246,7 @@ def cached_dit_dataset(
         "seed": cfg.seed,
         "examples": cfg.dit_examples,
         "world": 2,
+        **({"plain": True} if cfg.plain_singles else {}),
         "vae": float(sum(p.double().sum() for p in vae.state_dict().values())),
     }
     path = Path(cfg.dataset_cache) if cfg.dataset_cache else None
@@ -334,7 +342,12 @@ def train_dit(
         bar.update(1)
         if step % cfg.log_every == 0:
             bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.1e}")
-            log.log(stage="dit", step=step, loss=round(loss.item(), 5), lr=lr)
+            log.log(
+                stage="dit-plain" if cfg.plain_singles else "dit",
+                step=step,
+                loss=round(loss.item(), 5),
+                lr=lr,
+            )
         if time.time() - last_save > cfg.save_every_minutes * 60:
             save(ema)
             last_save = time.time()
@@ -359,7 +372,12 @@ def save_weights(out: Path, vae: VideoAutoencoder, dit: VideoDiT | None) -> None
         save_file({k: v.contiguous() for k, v in dit.state_dict().items()}, out / "dit.safetensors")
         meta["dit"] = dit.cfg.to_dict()
         meta["sampler"] = asdict(SAMPLER)
-    (out / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
+    path = out / "model.json"
+    if path.exists():  # the sampler presets are measured after training (bench/samplers.py)
+        samplers = json.loads(path.read_text()).get("samplers")
+        if samplers is not None:
+            meta["samplers"] = samplers
+    path.write_text(json.dumps(meta, indent=2) + "\n")
 
 
 def main(argv: list[str] | None = None) -> None:
