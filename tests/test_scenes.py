@@ -14,8 +14,8 @@ from cinetron.contract.manifest import ModelManifest
 from cinetron.core import blobs, layers
 from cinetron.core.blobs import centroid
 from cinetron.core.pipeline import Pipeline
-from cinetron.core.plan import LAYER_SEED_STRIDE, plan
-from cinetron.core.request import GenerationRequest
+from cinetron.core.plan import LAYER_SEED_STRIDE, duration_of, plan
+from cinetron.core.request import GenerationRequest, Shot
 from cinetron.core.scene import Scene, read_scene
 from cinetron.models import captions, train, world
 from cinetron.models.loading import shapes_manifest
@@ -134,6 +134,42 @@ def test_two_objects_plan_one_layer_each_with_its_own_seed_and_the_relation(
     assert p.request.prompt == prompt  # what was asked stays what the job reports
 
 
+TWO_SHOTS = (
+    Shot("a red circle to the left of a blue square, both still, on a black background", 2.0),
+    Shot("a yellow triangle moving up above a green circle moving left, on a black canvas", 2.0),
+)
+
+
+def test_a_storyboard_of_two_objects_per_shot_is_one_layer_per_object(
+    manifest: ModelManifest,
+) -> None:
+    """Object k of every shot is drawn in layer k, shot by shot, with each shot's relation."""
+    p = plan(GenerationRequest("", shots=TWO_SHOTS, seed=4), manifest)
+    assert p.windows == () and len(p.layers) == 2 and p.relations == ("left of", "above")
+    assert [[w.prompt for w in layer.windows] for layer in p.layers] == [
+        [
+            captions.canonical_caption(("black", "red", "circle", "still")),
+            captions.canonical_caption(("black", "yellow", "triangle", "up")),
+        ],
+        [
+            captions.canonical_caption(("black", "blue", "square", "still")),
+            captions.canonical_caption(("black", "green", "circle", "left")),
+        ],
+    ]
+    assert [layer.request.seed for layer in p.layers] == [4, 4 + LAYER_SEED_STRIDE]
+    assert duration_of(p, manifest) == 4.0
+
+
+def test_a_storyboard_of_mixed_object_counts_is_drawn_as_written_and_says_so(
+    manifest: ModelManifest,
+) -> None:
+    shots = (TWO_SHOTS[0], Shot("a red circle moving up on a black background", 2.0))
+    p = plan(GenerationRequest("", shots=shots, seed=4), manifest)
+    assert p.layers == () and len(p.windows) == 2
+    assert p.windows[0].prompt == TWO_SHOTS[0].prompt
+    assert any("one layer per object" in w for w in p.warnings)
+
+
 def test_two_growing_objects_are_drawn_smaller_to_keep_apart() -> None:
     """Full size, two growing squares cannot keep apart; smaller, each is still a square
     that grows, in its own place, and the two never touch."""
@@ -194,10 +230,8 @@ def test_the_relation_of_every_roll_is_read_as_the_rolled_frame_shows_it(relatio
     rng = np.random.default_rng(len(relation))
     for _ in range(3):
         a, b = (
-            world.shape_mask(
-                str(rng.choice(world.SHAPES)), *rng.uniform(0, 64, 2), rng.uniform(8, 24)
-            )
-            for _ in range(2)
+            world.shape_mask(str(rng.choice(world.SHAPES)), x, y, rng.uniform(8, 24))
+            for x, y in rng.uniform(0, 64, (2, 2))
         )
         fast = layers.related(a, b, relation)
         for dy in range(0, 64, 3):
@@ -240,6 +274,23 @@ def test_two_objects_through_triton_are_both_drawn_with_the_relation(pipeline: P
     )
     assert match.all, match
     assert steps == list(range(1, video.plan.total_steps + 1))  # one count over both layers
+
+
+@pytest.mark.triton
+def test_a_storyboard_of_two_objects_per_shot_draws_both_in_every_shot(
+    pipeline: Pipeline,
+) -> None:
+    """Cut between shots: each shot composed on its own, both objects and its relation."""
+    video = pipeline.generate(GenerationRequest("", shots=TWO_SHOTS, seed=4))
+    assert video.shot_starts == [0, 16] and video.cuts == [16]
+    asked = [
+        ([("red", "circle", "still"), ("blue", "square", "still")], "left of"),
+        ([("yellow", "triangle", "up"), ("green", "circle", "left")], "above"),
+    ]
+    for start, (objects, relation) in zip(video.shot_starts, asked, strict=True):
+        shot = video.frames[start : start + 16]
+        match = match_scene(judge_scene(shot, 2), "black", objects, relation)
+        assert match.all, (start, match)
 
 
 @pytest.mark.triton

@@ -90,12 +90,12 @@ def related(
     frame's edges and ``first`` is then ``relation`` ``second``, its axis leading the
     other by ``RELATION_MARGIN_PX``. In closed form from each one's extent per axis."""
     h, w = first.shape
-    in_y, at_y = _boxes(first.any(axis=1))
-    in_x, at_x = _boxes(first.any(axis=0))
+    in_y, at_y = _boxes(np.asarray(first.any(axis=1)))
+    in_x, at_x = _boxes(np.asarray(first.any(axis=0)))
     if not (in_y[0] and in_x[0]):
         return np.zeros((h, w), dtype=bool)
-    in_y2, at_y2 = _boxes(second.any(axis=1))
-    in_x2, at_x2 = _boxes(second.any(axis=0))
+    in_y2, at_y2 = _boxes(np.asarray(second.any(axis=1)))
+    in_x2, at_x2 = _boxes(np.asarray(second.any(axis=0)))
     lead = relation_lead(at_x2[None, :] - at_x[0], at_y2[:, None] - at_y[0], relation)
     return np.asarray(in_y2[:, None] & in_x2[None, :] & (lead >= RELATION_MARGIN_PX))
 

@@ -10,6 +10,7 @@ type, ``Video``, for all of them.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections import OrderedDict
@@ -327,7 +328,18 @@ class Pipeline:
                 ) from None
             done += layer.total_steps
         first = videos[0]
-        frames = layers.arrange([v.frames for v in videos], job.relation, self.manifest.frames)
+        # Each run of shots joined by "continue" is arranged on its own, from its first
+        # shot's relation: after a cut the objects are drawn afresh, anywhere.
+        starts = [0, *first.cuts, len(first.frames)]
+        relation_at = dict(zip(first.shot_starts, job.relations, strict=True))
+        frames = np.concatenate(
+            [
+                layers.arrange(
+                    [v.frames[a:b] for v in videos], relation_at[a], self.manifest.frames
+                )
+                for a, b in itertools.pairwise(starts)
+            ]
+        )
         timings = {key: sum(v.timings.get(key, 0.0) for v in videos) for key in first.timings}
         return replace(first, frames=frames, plan=job, timings=timings)
 

@@ -78,11 +78,17 @@ class Plan:
     video_to_video: bool = False  # every window starts from the input video
     # What the caller should know about a request that runs: words the model ignored.
     warnings: tuple[str, ...] = ()
-    # A scene of several objects: one plan per object (``windows`` is then empty); the
-    # first object is ``relation`` the second at the first frame.
+    # A scene of several objects: one plan per object (``windows`` is then empty); in
+    # each shot the first object is ``relations[shot]`` the second at the shot's first
+    # frame (a clip is one shot).
     layers: tuple[Plan, ...] = ()
-    relation: str | None = None
+    relations: tuple[str | None, ...] = ()
     recentre: bool = False  # carried windows are drawn centred on the object (a torus)
+
+    @property
+    def relation(self) -> str | None:
+        """The first shot's relation (a clip's)."""
+        return self.relations[0] if self.relations else None
 
     @property
     def total_steps(self) -> int:
@@ -295,10 +301,15 @@ def plan(
     if (request.image is not None or request.video is not None) and not can_encode_video:
         raise missing_encoder("image" if request.image is not None else "video", "the server")
     warnings = prompt_warnings(request, params.prompt, m)
-    scene = read_scene(params.prompt, m) if not request.shots else None
     plain = request.image is None and request.video is None  # nothing but text to follow
-    if scene is not None and len(scene.objects) > 1 and plain:
-        return _layered(request, m, can_encode_video, params, scene, warnings)
+    scenes = _scenes(request, params.prompt, m)
+    if plain and scenes is not None:
+        return _layered(request, m, can_encode_video, params, scenes, warnings)
+    if plain and request.shots and any(_objects(s.prompt, m) > 1 for s in request.shots):
+        warnings += (
+            "a storyboard is drawn one layer per object only when every shot names the "
+            "same number of objects; these shots are drawn as written",
+        )
     windows = [replace(w, prompt=_drawn_prompt(w.prompt, m)) for w in windows]
     # Re-centring rolls the frame: exact for the model's own plain-background world, not
     # for a caller's video.
@@ -337,36 +348,53 @@ def _drawn_prompt(prompt: str, manifest: ModelManifest) -> str:
     return object_caption(scene, 0, manifest.scene)
 
 
+def _objects(prompt: str, manifest: ModelManifest) -> int:
+    scene = read_scene(prompt, manifest)
+    return 0 if scene is None else len(scene.objects)
+
+
+def _scenes(request: GenerationRequest, prompt: str, manifest: ModelManifest) -> list[Scene] | None:
+    """The scene of each shot (a clip: one) when every one reads as the same number of
+    objects, more than one: what is drawn as layers. Otherwise None."""
+    prompts = [s.prompt for s in request.shots] if request.shots else [prompt]
+    scenes = [read_scene(p, manifest) for p in prompts]
+    counts = {0 if s is None else len(s.objects) for s in scenes}
+    if len(counts) != 1 or counts.pop() < 2:
+        return None
+    return [s for s in scenes if s is not None]
+
+
 def _layered(
     request: GenerationRequest,
     manifest: ModelManifest,
     can_encode_video: bool,
     params: ResolvedRequest,
-    scene: Scene,
+    scenes: list[Scene],
     warnings: tuple[str, ...],
 ) -> Plan:
-    """A plan of one layer per object of ``scene``, each an ordinary one-object plan."""
-    assert manifest.scene is not None
+    """A plan of one layer per object, each an ordinary one-object plan: object ``k`` of
+    every shot is drawn in layer ``k`` (same shots, durations and transitions)."""
+    grammar = manifest.scene
+    assert grammar is not None
+
+    def layer(k: int) -> GenerationRequest:
+        seed = (params.seed + k * LAYER_SEED_STRIDE) % (MAX_SEED + 1)
+        captions = [object_caption(scene, k, grammar) for scene in scenes]
+        if not request.shots:
+            return replace(request, prompt=captions[0], seed=seed)
+        shots = tuple(replace(s, prompt=c) for s, c in zip(request.shots, captions, strict=True))
+        return replace(request, shots=shots, seed=seed)
+
     layers = tuple(
-        plan(
-            replace(
-                request,
-                prompt=object_caption(scene, k, manifest.scene),
-                seed=(params.seed + k * LAYER_SEED_STRIDE) % (MAX_SEED + 1),
-            ),
-            manifest,
-            can_encode_video,
-        )
-        for k in range(len(scene.objects))
+        plan(layer(k), manifest, can_encode_video) for k in range(len(scenes[0].objects))
     )
-    first = layers[0]
     return replace(
-        first,
+        layers[0],
         request=params,
         windows=(),
         warnings=warnings,
         layers=layers,
-        relation=scene.relation,
+        relations=tuple(scene.relation for scene in scenes),
     )
 
 

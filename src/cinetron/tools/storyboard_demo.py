@@ -25,11 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
+from cinetron.core.blobs import centroid
 from cinetron.core.pipeline import Pipeline, Video
 from cinetron.core.request import GenerationRequest, Shot, Transition
 from cinetron.tools.evaluate import ATTRIBUTES, Score
 from cinetron.tools.generate import psnr
-from cinetron.tools.judge import centroid, judge, object_masks
+from cinetron.tools.judge import judge, object_masks
 
 Attributes = tuple[str, str, str, str]
 
