@@ -42,6 +42,7 @@ import torch
 from bench.output import emit
 from cinetron.contract.manifest import ModelManifest
 from cinetron.core.pipeline import Pipeline
+from cinetron.core.prompts import encoder_texts
 from cinetron.core.request import GenerationRequest
 from cinetron.core.transport import PromptEmbeddings, Transport
 from cinetron.transports.torch_local import DTYPES, TorchNetworks
@@ -55,8 +56,10 @@ MODES = {
 
 
 class PromptTable:
-    """Prompt embeddings encoded beforehand: ``[N, L, D]`` embeds, ``[N, L]`` mask,
-    ``[N]`` token counts, one row per prompt. The last prompt is the negative prompt."""
+    """Text embeddings encoded beforehand: ``[N, L, D]`` embeds, ``[N, L]`` mask, ``[N]``
+    token counts, one row per text the pipeline gives the encoder (a prompt, or each
+    phrase of one: ``core/prompts.py``). The last text is the negative prompt; the
+    ``workload`` (the prompts videos are made from) is every other row unless given."""
 
     def __init__(
         self,
@@ -64,15 +67,12 @@ class PromptTable:
         embeds: npt.NDArray[np.float32],
         mask: npt.NDArray[np.int64],
         token_counts: npt.NDArray[np.int64],
+        workload: Sequence[str] | None = None,
     ) -> None:
         self.prompts = list(prompts)
         self.embeds, self.mask, self.token_counts = embeds, mask, token_counts
+        self.workload = list(workload) if workload is not None else self.prompts[:-1]
         self._row = {p: i for i, p in enumerate(self.prompts)}
-
-    @property
-    def workload(self) -> list[str]:
-        """The prompts videos are made from (every row but the negative prompt)."""
-        return self.prompts[:-1]
 
     def lookup(self, prompts: Sequence[str]) -> PromptEmbeddings:
         missing = [p for p in prompts if p not in self._row]
@@ -92,6 +92,7 @@ class PromptTable:
             embeds=self.embeds,
             mask=self.mask,
             token_counts=self.token_counts,
+            workload=np.array(self.workload),
         )
 
     @classmethod
@@ -102,6 +103,7 @@ class PromptTable:
                 f["embeds"].astype(np.float32),
                 f["mask"].astype(np.int64),
                 f["token_counts"].astype(np.int64),
+                [str(p) for p in f["workload"]] if "workload" in f.files else None,
             )
         want = (len(table.prompts), manifest.text_length, manifest.text_dim)
         if table.embeds.shape != want or len(table.prompts) < 2:
@@ -118,9 +120,11 @@ class PromptTable:
         from cinetron.transports.torch_local import TorchTransport
 
         transport = TorchTransport(weights)
-        everything = [*prompts, transport.manifest.negative_prompt]
+        asked = encoder_texts([*prompts, transport.manifest.negative_prompt], transport.manifest)
+        texts = list(dict.fromkeys(t for ts in asked for t in ts if t != asked[-1][0]))
+        everything = [*texts, transport.manifest.negative_prompt]
         e = transport.encode_prompt(everything)
-        return cls(everything, e.embeds, e.mask, e.token_counts)
+        return cls(everything, e.embeds, e.mask, e.token_counts, prompts)
 
 
 class DeviceTorchTransport(TorchNetworks):

@@ -19,6 +19,7 @@ from bench.gpu import (
     main,
 )
 from cinetron.core.pipeline import Pipeline
+from cinetron.core.prompts import encoder_texts
 from cinetron.core.request import GenerationRequest
 from cinetron.models.loading import DEFAULT_WEIGHTS, load_dit, shapes_manifest
 
@@ -31,12 +32,13 @@ PROMPTS = ["a red circle moving to the left on a black background",
 def table() -> PromptTable:
     """Embeddings of the model's shapes (values made up: the text encoder is not under test)."""
     m = shapes_manifest(DEFAULT_WEIGHTS)
-    n = len(PROMPTS) + 1
+    texts = [*dict.fromkeys(t for ts in encoder_texts(PROMPTS, m) for t in ts), m.negative_prompt]
+    n = len(texts)
     rng = np.random.default_rng(0)
     mask = np.zeros((n, m.text_length), np.int64)
     mask[:, :8] = 1
     embeds = rng.standard_normal((n, m.text_length, m.text_dim), dtype=np.float32)
-    return PromptTable([*PROMPTS, m.negative_prompt], embeds, mask, np.full(n, 8, np.int64))
+    return PromptTable(texts, embeds, mask, np.full(n, 8, np.int64), PROMPTS)
 
 
 @pytest.fixture(autouse=True)
@@ -136,7 +138,7 @@ def test_lockstep_batching_refuses_requests_it_cannot_share_a_call(table: Prompt
 
 def test_the_prompt_table_names_a_prompt_it_lacks(table: PromptTable) -> None:
     transport = DeviceTorchTransport(DEFAULT_WEIGHTS, "cpu", "fp32", table)
-    assert transport.encode_prompt(PROMPTS[:1]).embeds.shape[0] == 1
+    assert transport.encode_prompt(table.prompts[:1]).embeds.shape[0] == 1
     with pytest.raises(KeyError, match="no embeddings for prompt 'a purple circle'"):
         transport.encode_prompt(["a purple circle"])
 

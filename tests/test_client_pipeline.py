@@ -12,6 +12,7 @@ import pytest
 
 from cinetron.core.errors import Cancelled
 from cinetron.core.pipeline import Pipeline
+from cinetron.core.prompts import encoder_texts
 from cinetron.core.request import GenerationRequest
 from cinetron.core.schedulers import SCHEDULERS, make_scheduler
 from cinetron.transports import PromptEmbeddings, Transport
@@ -51,6 +52,13 @@ class Recording(Transport):
         return self.inner.decode_video(latents, request_id)
 
 
+def texts_of(prompt: str, transport: Transport) -> list[str]:
+    """What the text encoder is given for ``prompt``: its phrases when the model reads
+    its plainest caption so (the committed weights do), else the prompt."""
+    (texts,) = encoder_texts([prompt], transport.manifest)
+    return texts
+
+
 @pytest.fixture(scope="module")
 def onnx(model_repository: Path) -> Iterator[OnnxLocalTransport]:
     with OnnxLocalTransport(model_repository) as transport:
@@ -66,14 +74,15 @@ def test_guidance_sends_cond_and_uncond_as_one_batch_of_two(
         GenerationRequest(PROMPT, steps=5, guidance=4.0, scheduler=scheduler)
     )
     assert recording.denoise_batches == [2] * make_scheduler(scheduler).evaluations(5)
-    assert recording.encoded == [[PROMPT, ""]]  # prompt and negative prompt in one call
+    # the prompt (as its phrases: core/prompts.py) and the negative prompt in one call
+    assert recording.encoded == [[*texts_of(PROMPT, onnx), ""]]
 
 
 def test_guidance_one_skips_the_unconditional_half(onnx: OnnxLocalTransport) -> None:
     recording = Recording(onnx)
     Pipeline(recording).generate(GenerationRequest(PROMPT, steps=4, guidance=1.0))
     assert recording.denoise_batches == [1] * 4
-    assert recording.encoded == [[PROMPT]]
+    assert recording.encoded == [texts_of(PROMPT, onnx)]
 
 
 def test_timestep_shift_reaches_the_denoiser(onnx: OnnxLocalTransport) -> None:
@@ -90,7 +99,7 @@ def test_prompt_cache_skips_the_encoder_for_repeated_prompts(onnx: OnnxLocalTran
     first = pipeline.generate(GenerationRequest(PROMPT, seed=1, steps=3, negative_prompt="noise"))
     pipeline.generate(GenerationRequest(PROMPT, seed=2, steps=3, negative_prompt="noise"))
     pipeline.generate(GenerationRequest("a blue one", seed=3, steps=3, negative_prompt="noise"))
-    assert recording.encoded == [[PROMPT, "noise"], ["a blue one"]]
+    assert recording.encoded == [[*texts_of(PROMPT, onnx), "noise"], ["a blue one"]]
     again = pipeline.generate(GenerationRequest(PROMPT, seed=1, steps=3, negative_prompt="noise"))
     assert np.array_equal(first.frames, again.frames)  # cached embeddings are the same bytes
 

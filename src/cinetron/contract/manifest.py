@@ -58,11 +58,18 @@ class SceneGrammar:
     # The frame is a torus with a plain background: what leaves one edge comes back
     # through the opposite one, so a window may be drawn re-centred on its object.
     wraps: bool = False
+    # The parts of ``caption`` the model was trained to read each on its own, e.g.
+    # ("{color}", "{shape}", "{motion}", "{background} background"): such a caption is
+    # encoded phrase by phrase and the tokens packed into one sequence
+    # (``core/prompts.py``), so each attribute reaches the denoiser as the same tokens
+    # whatever the others are. Empty: every prompt is encoded whole.
+    phrases: tuple[str, ...] = ()
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SceneGrammar:
         data = dict(data)
         data["objects"] = tuple(data.get("objects", ()))
+        data["phrases"] = tuple(data.get("phrases", ()))
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in data.items() if k in known})
 

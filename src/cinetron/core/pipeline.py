@@ -32,6 +32,7 @@ from cinetron.core.compose import (
 )
 from cinetron.core.errors import Cancelled, InvalidArgument
 from cinetron.core.plan import Plan, Window, plan, scheduler_for
+from cinetron.core.prompts import encode_prompts
 from cinetron.core.request import Frames, GenerationRequest, ResolvedRequest
 from cinetron.core.sampling import (
     LatentCondition,
@@ -108,11 +109,11 @@ class PromptCache:
             self.hits += len(prompts) - len(missing)
             self.misses += len(missing)
         if missing:
-            encoded = transport.encode_prompt(missing, request_id)
+            encoded = encode_prompts(transport, missing, request_id)
             with self._lock:
-                for i, prompt in enumerate(missing):
-                    found[prompt] = encoded.row(i)
-                    self._put((version, prompt), encoded.row(i))
+                for prompt, row in zip(missing, encoded, strict=True):
+                    found[prompt] = row
+                    self._put((version, prompt), row)
         return [e for p in prompts if (e := found[p]) is not None]
 
     def _get(self, key: tuple[str, str]) -> PromptEmbeddings | None:

@@ -17,6 +17,8 @@ more objects than the grammar allows — is left to the model as written.
 
 from __future__ import annotations
 
+import re
+import string
 from dataclasses import dataclass
 
 from cinetron.contract.manifest import ModelManifest, SceneGrammar
@@ -168,3 +170,22 @@ def object_caption(scene: Scene, index: int, grammar: SceneGrammar) -> str:
     return grammar.caption.format(
         **{a: grammar.words.get(a, {}).get(v, v) for a, v in attributes.items()}
     )
+
+
+def caption_phrases(text: str, grammar: SceneGrammar) -> list[str] | None:
+    """``grammar.phrases`` of a prompt worded exactly as the grammar's caption (what
+    ``object_caption`` writes), or None: any other wording, or a grammar without phrases.
+    The caption's fields are matched against the words it is filled from, so the
+    inverse is exact."""
+    if not grammar.phrases or not grammar.caption:
+        return None
+    pattern = []
+    for literal, field, _, _ in string.Formatter().parse(grammar.caption):
+        pattern.append(re.escape(literal))
+        if field is not None:
+            choices = sorted(grammar.words.get(field, {}).values(), key=len, reverse=True)
+            pattern.append(f"(?P<{field}>{'|'.join(map(re.escape, choices))})")
+    found = re.fullmatch("".join(pattern), text)
+    if found is None:
+        return None
+    return [phrase.format(**found.groupdict()) for phrase in grammar.phrases]

@@ -367,9 +367,15 @@ def canonical_caption(attributes: tuple[str, str, str, str]) -> str:
     return f"a {color} {shape} {MOTION_ING[motion][0]} on a {background} background"
 
 
-def scene_grammar() -> SceneGrammar:
+# ``canonical_caption`` in the parts a model trained with ``--caption-phrases`` reads each
+# on its own (``SceneGrammar.phrases``; model.json's ``caption_phrases``).
+CAPTION_PHRASES = ("{color}", "{shape}", "{motion}", "{background} background")
+
+
+def scene_grammar(phrases: tuple[str, ...] = ()) -> SceneGrammar:
     """How prompts of this world read as scenes (``ModelManifest.scene``): objects are
-    named by their shape, drawn one at a time from ``canonical_caption``'s wording."""
+    named by their shape, drawn one at a time from ``canonical_caption``'s wording, encoded
+    in ``phrases`` when the weights were trained so."""
     return SceneGrammar(
         objects=("color", "shape", "motion"),
         anchor="shape",
@@ -385,6 +391,7 @@ def scene_grammar() -> SceneGrammar:
         plurals={s: list(p) for s, p in SHAPE_PLURALS.items()},
         max_objects=2,
         wraps=True,
+        phrases=phrases,
     )
 
 

@@ -71,5 +71,5 @@ def shapes_manifest(weights: Path = DEFAULT_WEIGHTS) -> ModelManifest:
         },
         vocabulary=captions.vocabulary(),
         filler_words=captions.filler_words(),
-        scene=captions.scene_grammar(),
+        scene=captions.scene_grammar(tuple(meta.get("caption_phrases", ()))),  # type: ignore[arg-type]
     )

@@ -24,6 +24,9 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 from cinetron.contract.manifest import SchedulerDefaults
+from cinetron.core.prompts import pack
+from cinetron.core.scene import caption_phrases
+from cinetron.core.transport import PromptEmbeddings
 from cinetron.models import captions, world
 from cinetron.models.dit import DiTConfig, VideoDiT
 from cinetron.models.text_encoder import TEXT_DIM, TEXT_LENGTH, TextEncoder, tokenizer_file
@@ -66,6 +69,16 @@ class TrainConfig:
     # One object placed as in v1, captioned in its plainest caption: the wording every
     # one-object prompt is drawn from (core/scene.py), and the layers of two-object ones.
     plain_singles: bool = False
+    # With plain_singles: the share of captions encoded phrase by phrase and packed
+    # (captions.CAPTION_PHRASES, core/prompts.py), the rest whole. Above 0, model.json
+    # says so (caption_phrases) and every plainest caption is then served that way.
+    caption_phrases: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.caption_phrases <= 1.0:
+            raise ValueError(f"--caption-phrases {self.caption_phrases}: a share in [0, 1]")
+        if self.caption_phrases > 0 and not self.plain_singles:
+            raise ValueError("--caption-phrases needs --plain-singles (plainest captions only)")
 
 
 def to_unit(frames: np.ndarray) -> torch.Tensor:
@@ -218,9 +231,40 @@ def encode_texts(texts: list[str], batch: int = 256) -> tuple[torch.Tensor, torc
 
 
 @torch.no_grad()
-def build_dit_dataset(
-    cfg: TrainConfig, vae: VideoAutoencoder
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def encode_phrased(texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``encode_texts`` as served to a model with ``CAPTION_PHRASES``
+    (``core/prompts.py``): a plainest caption phrase by phrase and packed, any other
+    text (``""``) whole."""
+    grammar = captions.scene_grammar(captions.CAPTION_PHRASES)
+    unique = list(dict.fromkeys(texts))
+    parts = [caption_phrases(t, grammar) or [t] for t in unique]
+    embeds, masks = encode_texts([p for ps in parts for p in ps])
+    rows, start = {}, 0
+    for text, ps in zip(unique, parts, strict=True):
+        e, m = embeds[start : start + len(ps)], masks[start : start + len(ps)]
+        if ps != [text]:
+            counts = m.sum(1).numpy()
+            packed = pack(PromptEmbeddings(e.float().numpy(), m.numpy(), counts), TEXT_LENGTH)
+            e, m = torch.from_numpy(packed.embeds).half(), torch.from_numpy(packed.mask)
+        rows[text] = (e[0], m[0])
+        start += len(ps)
+    return torch.stack([rows[t][0] for t in texts]), torch.stack([rows[t][1] for t in texts])
+
+
+@dataclass
+class DiTData:
+    """Latents of clips paired with a caption each; row 0 of the texts is ``""``, row
+    i + 1 the caption of clip i, whole and (``caption_phrases``) phrase by phrase."""
+
+    latents: torch.Tensor
+    embeds: torch.Tensor
+    masks: torch.Tensor
+    phrased_embeds: torch.Tensor | None = None
+    phrased_masks: torch.Tensor | None = None
+
+
+@torch.no_grad()
+def build_dit_dataset(cfg: TrainConfig, vae: VideoAutoencoder) -> DiTData:
     """Latents of fresh clips paired with a caption each; index 0 of texts is ""."""
     rng = np.random.default_rng(cfg.seed + 1)
     tok = PromptTokenizer(tokenizer_file(), TEXT_LENGTH)
@@ -233,32 +277,36 @@ def build_dit_dataset(
         clips, batch_texts = random_clips(rng, 64, fits, cfg.plain_singles)
         latents.append(vae.encode(to_unit(clips)))
         texts.extend(batch_texts)
+    texts = texts[: cfg.dit_examples + 1]
     embeds, masks = encode_texts(texts)
-    return torch.cat(latents)[: cfg.dit_examples], embeds, masks
+    data = DiTData(torch.cat(latents)[: cfg.dit_examples], embeds, masks)
+    if cfg.caption_phrases > 0:
+        data.phrased_embeds, data.phrased_masks = encode_phrased(texts)
+    return data
 
 
-def cached_dit_dataset(
-    cfg: TrainConfig, vae: VideoAutoencoder
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def cached_dit_dataset(cfg: TrainConfig, vae: VideoAutoencoder) -> DiTData:
     """``build_dit_dataset``, loaded from ``cfg.dataset_cache`` when it was built with the
     same seed, size and VAE (encoding takes minutes; a restarted run should not redo it)."""
     key = {
         "seed": cfg.seed,
         "examples": cfg.dit_examples,
         "world": 2,
+        "format": 2,  # a DiTData
         **({"plain": True} if cfg.plain_singles else {}),
+        **({"phrases": True} if cfg.caption_phrases > 0 else {}),
         "vae": float(sum(p.double().sum() for p in vae.state_dict().values())),
     }
     path = Path(cfg.dataset_cache) if cfg.dataset_cache else None
     if path and path.exists():
         cached = torch.load(path)
         if cached["key"] == key:
-            return cached["latents"], cached["embeds"], cached["masks"]
-    latents, embeds, masks = build_dit_dataset(cfg, vae)
+            return DiTData(**cached["data"])
+    data = build_dit_dataset(cfg, vae)
     if path:
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"key": key, "latents": latents, "embeds": embeds, "masks": masks}, path)
-    return latents, embeds, masks
+        torch.save({"key": key, "data": vars(data)}, path)
+    return data
 
 
 def sample_timesteps(n: int, uniform_fraction: float) -> torch.Tensor:
@@ -286,7 +334,8 @@ def train_dit(
     log: Logger,
     save: Callable[[VideoDiT], None],  # gets the EMA model every save_every_minutes
 ) -> VideoDiT:
-    latents, embeds, masks = cached_dit_dataset(cfg, vae)
+    data = cached_dit_dataset(cfg, vae)
+    latents = data.latents
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed + 2)
     patch = tuple(int(p) for p in cfg.dit_patch.split(","))
@@ -325,7 +374,11 @@ def train_dit(
         text_idx = torch.from_numpy(idx + 1)
         drop = torch.rand(len(idx)) < cfg.caption_dropout
         text_idx[drop] = 0
-        te, tm = embeds[text_idx].float(), masks[text_idx]
+        te, tm = data.embeds[text_idx].float(), data.masks[text_idx]
+        if data.phrased_embeds is not None and data.phrased_masks is not None:
+            phrased = (torch.rand(len(idx)) < cfg.caption_phrases)[:, None]
+            te = torch.where(phrased[..., None], data.phrased_embeds[text_idx].float(), te)
+            tm = torch.where(phrased, data.phrased_masks[text_idx], tm)
         t = sample_timesteps(len(idx), cfg.uniform_timesteps)
         noise = torch.randn_like(x0)
         tt = t.view(-1, 1, 1, 1, 1)
@@ -355,7 +408,10 @@ def train_dit(
     return ema
 
 
-def save_weights(out: Path, vae: VideoAutoencoder, dit: VideoDiT | None) -> None:
+def save_weights(
+    out: Path, vae: VideoAutoencoder, dit: VideoDiT | None, phrases: bool = False
+) -> None:
+    """``phrases``: the DiT reads plainest captions phrase by phrase (model.json says so)."""
     out.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in vae.state_dict().items()}, out / "vae.safetensors")
     meta: dict[str, object] = {
@@ -372,6 +428,8 @@ def save_weights(out: Path, vae: VideoAutoencoder, dit: VideoDiT | None) -> None
         save_file({k: v.contiguous() for k, v in dit.state_dict().items()}, out / "dit.safetensors")
         meta["dit"] = dit.cfg.to_dict()
         meta["sampler"] = asdict(SAMPLER)
+        if phrases:
+            meta["caption_phrases"] = list(captions.CAPTION_PHRASES)
     path = out / "model.json"
     if path.exists():  # the sampler presets are measured after training (bench/samplers.py)
         samplers = json.loads(path.read_text()).get("samplers")
@@ -392,7 +450,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--skip-vae", action="store_true", help="reuse OUT/vae.safetensors")
     args = p.parse_args(argv)
     skip_vae = args.__dict__.pop("skip_vae")
-    cfg = TrainConfig(**vars(args))
+    try:
+        cfg = TrainConfig(**vars(args))
+    except ValueError as e:
+        p.error(str(e))
     torch.set_num_threads(cfg.threads)
     log = Logger(cfg.out / "train_log.jsonl")
     from cinetron.models.loading import load_vae
@@ -404,8 +465,9 @@ def main(argv: list[str] | None = None) -> None:
         save_weights(cfg.out, vae, None)
     if cfg.dit_steps == 0:
         return
-    train_dit_and_save = train_dit(cfg, vae, log, save=lambda ema: save_weights(cfg.out, vae, ema))
-    save_weights(cfg.out, vae, train_dit_and_save)
+    phrases = cfg.caption_phrases > 0
+    dit = train_dit(cfg, vae, log, save=lambda ema: save_weights(cfg.out, vae, ema, phrases))
+    save_weights(cfg.out, vae, dit, phrases)
     print(f"weights written to {cfg.out}/")
 
 
