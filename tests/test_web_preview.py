@@ -48,8 +48,15 @@ FRAMES_JS = """async ({fps, count}) => {
   const ctx = canvas.getContext('2d', {willReadFrequently: true});
   const out = [];
   for (let i = 0; i < count; i++) {
+    // 'seeked' can fire before the new frame is what drawImage reads (seen on a loaded
+    // machine: one frame of the previous time); the video-frame callback fires once it
+    // is presented. Wait for both (the timer only guards a browser that never calls it).
     await new Promise((done) => {
-      v.addEventListener('seeked', done, {once: true});
+      let waiting = v.requestVideoFrameCallback ? 2 : 1;
+      const one = () => { if (--waiting === 0) done(); };
+      v.addEventListener('seeked', one, {once: true});
+      if (v.requestVideoFrameCallback) v.requestVideoFrameCallback(one);
+      setTimeout(done, 2000);
       v.currentTime = (i + 0.5) / fps;
     });
     ctx.drawImage(v, 0, 0);
