@@ -114,15 +114,21 @@ class PromptTable:
             )
         return table
 
+    @staticmethod
+    def texts_for(prompts: Sequence[str], manifest: ModelManifest) -> list[str]:
+        """The rows a table of ``prompts`` needs: every text the pipeline gives the encoder
+        for them, once each, then the negative prompt."""
+        texts = dict.fromkeys(t for ts in encoder_texts(prompts, manifest.scene) for t in ts)
+        texts.pop(manifest.negative_prompt, None)
+        return [*texts, manifest.negative_prompt]
+
     @classmethod
     def encode(cls, prompts: Sequence[str], weights: Path) -> PromptTable:
         """The real text encoder, on the CPU; the model's negative prompt is appended."""
         from cinetron.transports.torch_local import TorchTransport
 
         transport = TorchTransport(weights)
-        asked = encoder_texts([*prompts, transport.manifest.negative_prompt], transport.manifest)
-        texts = list(dict.fromkeys(t for ts in asked for t in ts if t != asked[-1][0]))
-        everything = [*texts, transport.manifest.negative_prompt]
+        everything = cls.texts_for(prompts, transport.manifest)
         e = transport.encode_prompt(everything)
         return cls(everything, e.embeds, e.mask, e.token_counts, prompts)
 

@@ -19,7 +19,6 @@ from bench.gpu import (
     main,
 )
 from cinetron.core.pipeline import Pipeline
-from cinetron.core.prompts import encoder_texts
 from cinetron.core.request import GenerationRequest
 from cinetron.models.loading import DEFAULT_WEIGHTS, load_dit, shapes_manifest
 
@@ -32,7 +31,7 @@ PROMPTS = ["a red circle moving to the left on a black background",
 def table() -> PromptTable:
     """Embeddings of the model's shapes (values made up: the text encoder is not under test)."""
     m = shapes_manifest(DEFAULT_WEIGHTS)
-    texts = [*dict.fromkeys(t for ts in encoder_texts(PROMPTS, m) for t in ts), m.negative_prompt]
+    texts = PromptTable.texts_for(PROMPTS, m)
     n = len(texts)
     rng = np.random.default_rng(0)
     mask = np.zeros((n, m.text_length), np.int64)

@@ -55,7 +55,7 @@ class Recording(Transport):
 def texts_of(prompt: str, transport: Transport) -> list[str]:
     """What the text encoder is given for ``prompt``: its phrases when the model reads
     its plainest caption so (the committed weights do), else the prompt."""
-    (texts,) = encoder_texts([prompt], transport.manifest)
+    (texts,) = encoder_texts([prompt], transport.manifest.scene)
     return texts
 
 

@@ -119,7 +119,7 @@ def test_a_plainest_caption_is_its_phrases_encoded_apart_and_packed_in_one_call(
         np.testing.assert_array_equal(getattr(got[0], field), getattr(want, field))
         np.testing.assert_array_equal(getattr(got[1], field), getattr(encoder.one(other), field))
         np.testing.assert_array_equal(getattr(got[2], field), getattr(encoder.one(""), field))
-    assert encoder_texts([caption, other], manifest) == [phrases, [other]]
+    assert encoder_texts([caption, other], manifest.scene) == [phrases, [other]]
 
 
 def test_more_texts_than_a_served_batch_go_in_calls_of_the_batch_size() -> None:

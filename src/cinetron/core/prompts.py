@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from cinetron.contract.manifest import ModelManifest
+from cinetron.contract.manifest import SceneGrammar
 from cinetron.core.scene import caption_phrases
 from cinetron.core.transport import PromptEmbeddings, Transport
 
@@ -35,10 +35,28 @@ def pack(parts: PromptEmbeddings, length: int) -> PromptEmbeddings:
     return PromptEmbeddings(embeds, mask, counts)
 
 
-def encoder_texts(prompts: Sequence[str], manifest: ModelManifest) -> list[list[str]]:
+def encoder_texts(prompts: Sequence[str], grammar: SceneGrammar | None) -> list[list[str]]:
     """What the text encoder is given for each prompt: its phrases, or the prompt."""
-    grammar = manifest.scene
     return [(caption_phrases(p, grammar) if grammar is not None else None) or [p] for p in prompts]
+
+
+def join(
+    prompts: Sequence[str], parts: Sequence[Sequence[str]], encoded: PromptEmbeddings, length: int
+) -> list[PromptEmbeddings]:
+    """One row per prompt from ``encoded``, the rows of all ``parts`` in order: a prompt
+    encoded whole is its row, one given as phrases their tokens packed."""
+    rows, start = [], 0
+    for prompt, texts in zip(prompts, parts, strict=True):
+        end = start + len(texts)
+        if list(texts) == [prompt]:
+            rows.append(encoded.row(start))
+        else:
+            mine = PromptEmbeddings(
+                encoded.embeds[start:end], encoded.mask[start:end], encoded.token_counts[start:end]
+            )
+            rows.append(pack(mine, length))
+        start = end
+    return rows
 
 
 def encode_prompts(
@@ -48,7 +66,7 @@ def encode_prompts(
     of at most the manifest's batch size (every served model's ``max_batch_size``): a
     16-shot storyboard with its negative prompt is 17 texts, and 68 phrased."""
     manifest = transport.manifest
-    parts = encoder_texts(prompts, manifest)
+    parts = encoder_texts(prompts, manifest.scene)
     texts = [text for texts in parts for text in texts]
     size = max(1, manifest.max_denoiser_batch)
     encoded = PromptEmbeddings.stack(
@@ -57,15 +75,4 @@ def encode_prompts(
             for i in range(0, len(texts), size)
         ]
     )
-    rows, start = [], 0
-    for prompt, texts in zip(prompts, parts, strict=True):
-        if texts == [prompt]:  # encoded whole
-            rows.append(encoded.row(start))
-        else:
-            rows.append(pack(_rows(encoded, start, len(texts)), manifest.text_length))
-        start += len(texts)
-    return rows
-
-
-def _rows(encoded: PromptEmbeddings, start: int, count: int) -> PromptEmbeddings:
-    return PromptEmbeddings.stack([encoded.row(i) for i in range(start, start + count)])
+    return join(prompts, parts, encoded, manifest.text_length)

@@ -24,8 +24,7 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 from cinetron.contract.manifest import SchedulerDefaults
-from cinetron.core.prompts import pack
-from cinetron.core.scene import caption_phrases
+from cinetron.core.prompts import encoder_texts, join
 from cinetron.core.transport import PromptEmbeddings
 from cinetron.models import captions, world
 from cinetron.models.dit import DiTConfig, VideoDiT
@@ -235,20 +234,15 @@ def encode_phrased(texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     """``encode_texts`` as served to a model with ``CAPTION_PHRASES``
     (``core/prompts.py``): a plainest caption phrase by phrase and packed, any other
     text (``""``) whole."""
-    grammar = captions.scene_grammar(captions.CAPTION_PHRASES)
     unique = list(dict.fromkeys(texts))
-    parts = [caption_phrases(t, grammar) or [t] for t in unique]
-    embeds, masks = encode_texts([p for ps in parts for p in ps])
-    rows, start = {}, 0
-    for text, ps in zip(unique, parts, strict=True):
-        e, m = embeds[start : start + len(ps)], masks[start : start + len(ps)]
-        if ps != [text]:
-            counts = m.sum(1).numpy()
-            packed = pack(PromptEmbeddings(e.float().numpy(), m.numpy(), counts), TEXT_LENGTH)
-            e, m = torch.from_numpy(packed.embeds).half(), torch.from_numpy(packed.mask)
-        rows[text] = (e[0], m[0])
-        start += len(ps)
-    return torch.stack([rows[t][0] for t in texts]), torch.stack([rows[t][1] for t in texts])
+    parts = encoder_texts(unique, captions.scene_grammar(captions.CAPTION_PHRASES))
+    embeds, masks = encode_texts([text for ts in parts for text in ts])
+    encoded = PromptEmbeddings(embeds.float().numpy(), masks.numpy(), masks.sum(1).numpy())
+    rows = dict(zip(unique, join(unique, parts, encoded, TEXT_LENGTH), strict=True))
+    return (
+        torch.stack([torch.from_numpy(rows[t].embeds[0]).half() for t in texts]),
+        torch.stack([torch.from_numpy(rows[t].mask[0]) for t in texts]),
+    )
 
 
 @dataclass
