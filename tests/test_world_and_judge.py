@@ -323,3 +323,33 @@ def test_windows_call_a_contrary_motion_wrong_and_standing_still_a_lapse() -> No
     still = long_video(world.Thing("red", "square", "still", 10.0, 20.0, 16.0), "gray", 4)
     lapse = judge_windows(still).summary(("gray", "red", "square", "left"))
     assert lapse.asked_motion == 0 and lapse.wrong_motion == 0 and lapse.identity == 4
+
+
+def test_vae_check_scores_a_perfect_round_trip_right_and_a_blurring_one_wrong() -> None:
+    """The ceiling the VAE sets on the DiT: a lossless round trip reads every clip back;
+    one that rounds shapes (a 9x9 box blur) loses shapes and says where."""
+    import torch
+
+    from cinetron.tools.vae_check import reconstruction_accuracy
+
+    combos = [
+        ("gray", "purple", "triangle", "still"),
+        ("black", "yellow", "square", "left"),
+        ("white", "red", "circle", "grows"),
+    ]
+    perfect = reconstruction_accuracy(lambda x: x, combos)
+    assert perfect.clips == 6 and perfect.share("all") == 1.0 and not perfect.wrong
+
+    def blur(x: torch.Tensor) -> torch.Tensor:
+        b, c, f, h, w = x.shape
+        frames = x.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w)
+        smooth = torch.nn.functional.avg_pool2d(
+            frames, 9, stride=1, padding=4, count_include_pad=False
+        )
+        return smooth.reshape(b, f, c, h, w).permute(0, 2, 1, 3, 4)
+
+    blurred = reconstruction_accuracy(blur, combos)
+    assert blurred.share("all") < 1.0
+    assert blurred.share("background") == 1.0 and blurred.hits["shape"] < blurred.clips
+    assert ("gray", "purple", "triangle") in blurred.wrong  # the dimmest pair of colours
+    assert sum(blurred.wrong.values()) == blurred.clips - blurred.all_four

@@ -48,7 +48,11 @@ def shapes_manifest(weights: Path = DEFAULT_WEIGHTS) -> ModelManifest:
     meta = read_meta(weights)
     vae, dit = meta["vae"], meta["dit"]
     st, ss = vae["temporal_factor"], vae["spatial_factor"]  # type: ignore[index]
-    version = hashlib.sha256((weights / "dit.safetensors").read_bytes()).hexdigest()[:12]
+    # Both networks name the version: a new decoder on the same DiT draws other videos.
+    digest = hashlib.sha256()
+    for name in ("dit.safetensors", "vae.safetensors"):
+        digest.update((weights / name).read_bytes())
+    version = digest.hexdigest()[:12]
     return ModelManifest(
         family="shapes",
         version=f"shapes-{version}",

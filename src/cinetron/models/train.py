@@ -49,6 +49,9 @@ class TrainConfig:
     vae_object_weight: float = 5.0
     vae_finetune: bool = False  # continue from OUT/vae.safetensors
     vae_decoder_only: bool = False  # fine-tune the decoder alone
+    # Weight of the error measured along each background→object colour line
+    # (``shape_error``): the one term that counts a low-contrast edge as much as a bright one.
+    vae_shape_weight: float = 0.0
     vae_lr: float = 2e-3
     dit_examples: int = 20000
     dit_steps: int = 100000  # an upper bound: the time budget ends the run
@@ -78,6 +81,8 @@ class TrainConfig:
             raise ValueError(f"--caption-phrases {self.caption_phrases}: a share in [0, 1]")
         if self.caption_phrases > 0 and not self.plain_singles:
             raise ValueError("--caption-phrases needs --plain-singles (plainest captions only)")
+        if self.vae_decoder_only and not self.vae_finetune:
+            raise ValueError("--vae-decoder-only needs --vae-finetune (the trained encoder)")
 
 
 def to_unit(frames: np.ndarray) -> torch.Tensor:
@@ -157,6 +162,39 @@ def object_weights(x: torch.Tensor, weight: float) -> torch.Tensor:
     return 1.0 + (weight - 1.0) * on_object.float()
 
 
+def object_colours(clips: np.ndarray, most: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per rendered clip ``[B, F, H, W, 3]`` uint8: the offsets from its background of up
+    to ``most`` object colours in [-1, 1] units, ``[B, most, 3]``, and which are real
+    ``[B, most]``. A rendered clip holds only palette colours; its background is the
+    commonest."""
+    offsets = torch.zeros(len(clips), most, 3)
+    real = torch.zeros(len(clips), most, dtype=torch.bool)
+    for i, clip in enumerate(clips):
+        colours, counts = np.unique(clip.reshape(-1, 3), axis=0, return_counts=True)
+        order = np.argsort(-counts)
+        background = colours[order[0]].astype(np.float32)
+        for k, j in enumerate(order[1 : 1 + most]):
+            offsets[i, k] = torch.from_numpy((colours[j].astype(np.float32) - background) / 127.5)
+            real[i, k] = True
+    return offsets, real
+
+
+def shape_error(err: torch.Tensor, offsets: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """``[B, 1, F, H, W]``: the squared reconstruction error ``err`` ``[B, 3, F, H, W]``
+    along each object colour's line from the background, in units of that line's length
+    (0 = background, 1 = the object), summed over the clip's object colours.
+
+    This is the error in the object's mask as the judge (and an eye) reads it. A purple
+    triangle on gray is a short line (108 levels, a red one on white 320), so a soft corner
+    costs the plain squared pixel error a ninth as much, and the decoder learnt to round
+    them: the judge read 12 of 14 reconstructed purple triangles on gray as circles, the
+    DiT's samples inherited it, and those were most of its held-out misses.
+    """
+    unit = offsets / offsets.pow(2).sum(-1, keepdim=True).clamp_min(1e-6)  # [B, K, 3]
+    along = torch.einsum("bcfhw,bkc->bkfhw", err, unit)  # [B, K, F, H, W]
+    return (along.pow(2) * real[:, :, None, None, None]).sum(1, keepdim=True)
+
+
 def object_crop(clips: np.ndarray, rng: np.random.Generator, window: int, crop: int) -> np.ndarray:
     """Crops of ``window`` frames and ``crop`` pixels around each clip's object, aligned to
     the latent grid (2 frames, 4 pixels) so training sees what inference decodes."""
@@ -189,14 +227,18 @@ def train_vae(
     bar = tqdm(range(cfg.vae_steps), desc="vae", dynamic_ncols=True)
     for step in bar:
         clips, _ = random_clips(rng, cfg.vae_batch)
-        x = to_unit(object_crop(clips, rng, cfg.vae_window, cfg.vae_crop))
+        crops = object_crop(clips, rng, cfg.vae_window, cfg.vae_crop)
+        x = to_unit(crops)
         z = vae.encoder(x)
         # Noisy latents teach the decoder to tolerate the DiT's imperfect samples.
         noise = 0.05 * z.detach().std() * torch.randn_like(z)
         recon = vae.decoder(z + noise)
         w = object_weights(x, cfg.vae_object_weight)
         err = recon - x
-        loss = (w * (err.pow(2) + 0.5 * err.abs())).mean() + 1e-4 * z.pow(2).mean()
+        pixel = err.pow(2) + 0.5 * err.abs()
+        if cfg.vae_shape_weight:
+            pixel = pixel + cfg.vae_shape_weight * shape_error(err, *object_colours(crops))
+        loss = (w * pixel).mean() + 1e-4 * z.pow(2).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -403,9 +445,15 @@ def train_dit(
 
 
 def save_weights(
-    out: Path, vae: VideoAutoencoder, dit: VideoDiT | None, phrases: bool = False
+    out: Path,
+    vae: VideoAutoencoder,
+    dit: VideoDiT | None,
+    phrases: bool = False,
+    keep_dit: bool = False,
 ) -> None:
-    """``phrases``: the DiT reads plainest captions phrase by phrase (model.json says so)."""
+    """``phrases``: the DiT reads plainest captions phrase by phrase (model.json says so).
+    ``keep_dit`` (with no ``dit``): the VAE's encoder is unchanged, so the DiT already in
+    ``out`` still fits its latents and model.json keeps describing it."""
     out.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in vae.state_dict().items()}, out / "vae.safetensors")
     meta: dict[str, object] = {
@@ -425,10 +473,11 @@ def save_weights(
         if phrases:
             meta["caption_phrases"] = list(captions.CAPTION_PHRASES)
     path = out / "model.json"
-    if path.exists():  # the sampler presets are measured after training (bench/samplers.py)
-        samplers = json.loads(path.read_text()).get("samplers")
-        if samplers is not None:
-            meta["samplers"] = samplers
+    old = json.loads(path.read_text()) if path.exists() else {}
+    if dit is None and keep_dit:  # a new decoder on the same latents: the DiT still fits
+        meta.update({k: old[k] for k in ("dit", "sampler", "caption_phrases") if k in old})
+    if "samplers" in old:  # the sampler presets are measured after training (bench/samplers.py)
+        meta["samplers"] = old["samplers"]
     path.write_text(json.dumps(meta, indent=2) + "\n")
 
 
@@ -456,7 +505,7 @@ def main(argv: list[str] | None = None) -> None:
         vae = load_vae(cfg.out)
     else:
         vae = train_vae(cfg, log, load_vae(cfg.out) if cfg.vae_finetune else None)
-        save_weights(cfg.out, vae, None)
+        save_weights(cfg.out, vae, None, keep_dit=cfg.vae_decoder_only)
     if cfg.dit_steps == 0:
         return
     phrases = cfg.caption_phrases > 0
