@@ -309,3 +309,25 @@ def test_a_long_video_keeps_its_object_across_the_edges(pipeline: Pipeline) -> N
     xs = [centroid(layers.alpha(f[None])[0] > 0.5) for f in video.frames]
     steps = np.diff([x[0] for x in xs if x is not None])
     assert float(np.sum(np.mod(steps + 32, 64) - 32)) < -64
+
+
+@pytest.mark.parametrize("relation", ["left of", "right of", "above", "below"])
+def test_a_first_object_drawn_across_an_edge_is_moved_inside_so_the_relation_can_hold(
+    relation: str,
+) -> None:
+    """The torus lets a layer's object lie across the frame's edge; a relation is read
+    with both inside, so the first is moved off the edge on the relation's other axis too,
+    and a place for the second is then found where the relation holds."""
+    from cinetron.core.layers import lead, place, related
+    from cinetron.models import world as w
+
+    corner = w.shape_mask("triangle", 62.0, 62.0, 16.0)  # across the bottom and right edges
+    first = np.repeat(corner[None], 4, axis=0).astype(np.float32)
+    second = np.repeat(w.shape_mask("circle", 20.0, 20.0, 14.0)[None], 4, axis=0).astype(np.float32)
+    dy, dx = lead(first, relation)
+    moved = np.roll(first, (dy, dx), axis=(1, 2))
+    rows, cols = moved[0].any(axis=1), moved[0].any(axis=0)
+    assert not (rows[0] or rows[-1] or cols[0] or cols[-1])  # inside the frame
+    assert related(moved[0] > 0.5, second[0] > 0.5, relation).any()
+    (sy, sx), _ = place(moved, second, relation)
+    assert related(moved[0] > 0.5, second[0] > 0.5, relation)[sy, sx]

@@ -65,6 +65,15 @@ def lead(first: Alpha, relation: str | None) -> Shift:
     share_y, share_x = LEAD[relation]
     dy = 0 if share_y is None else round(share_y * h - at[1])
     dx = 0 if share_x is None else round(share_x * w - at[0])
+    # A relation is read with both objects inside the frame: one drawn across an edge
+    # on the other axis (the torus allows it) is moved to the middle of that axis, or no
+    # place of the second could make the relation hold.
+    inside_y, _ = _boxes(np.asarray((first[0] > 0.5).any(axis=1)))
+    inside_x, _ = _boxes(np.asarray((first[0] > 0.5).any(axis=0)))
+    if share_y is None and not inside_y[0]:
+        dy = round(h / 2 - at[1])
+    if share_x is None and not inside_x[0]:
+        dx = round(w / 2 - at[0])
     return (dy, dx)
 
 
