@@ -58,7 +58,8 @@ LEAD = {"left of": (None, 1 / 3), "right of": (None, 2 / 3), "above": (1 / 3, No
 def lead(first: Alpha, relation: str | None) -> Shift:
     """The roll of the ``first`` layer that leaves room for the second where ``relation``
     puts it (none without one: the first object stays where it was drawn)."""
-    at = centroid(first[0] > 0.5)
+    drawn = first[0] > 0.5
+    at = centroid(drawn)
     if relation is None or at is None:
         return (0, 0)
     _, h, w = first.shape
@@ -68,8 +69,8 @@ def lead(first: Alpha, relation: str | None) -> Shift:
     # A relation is read with both objects inside the frame: one drawn across an edge
     # on the other axis (the torus allows it) is moved to the middle of that axis, or no
     # place of the second could make the relation hold.
-    inside_y, _ = _boxes(np.asarray((first[0] > 0.5).any(axis=1)))
-    inside_x, _ = _boxes(np.asarray((first[0] > 0.5).any(axis=0)))
+    inside_y, _ = _boxes(np.asarray(drawn.any(axis=1)))
+    inside_x, _ = _boxes(np.asarray(drawn.any(axis=0)))
     if share_y is None and not inside_y[0]:
         dy = round(h / 2 - at[1])
     if share_x is None and not inside_x[0]:
